@@ -1,0 +1,164 @@
+// The normalized configuration model: the single source of truth for every service.
+// ldirectord.cf, keepalived.conf and the native YAML form are all parsed into this.
+import { z } from "zod";
+import { isIP } from "node:net";
+
+export const CONFIG_SCHEMA_VERSION = 1;
+
+export const Ipv4 = z.string().refine((s) => isIP(s) === 4, { message: "not an IPv4 address" });
+export const IpAddress = z.string().refine((s) => isIP(s) !== 0, { message: "not an IP address" });
+export const Port = z.number().int().min(0).max(65535);
+/** Interface names as the kernel accepts them (no shell metacharacters, ≤15 bytes). */
+export const InterfaceName = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "not a valid interface name");
+/** Names used in subjects and kernel object names: lowercase, digits, dash, underscore. */
+export const Name = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "use lowercase letters, digits, - and _ (max 63)");
+
+export const Forwarding = z.enum(["masq", "gate", "ipip"]);
+export type Forwarding = z.infer<typeof Forwarding>;
+export const Protocol = z.enum(["tcp", "udp", "fwm"]);
+export const Family = z.enum(["ipv4", "ipv6"]);
+
+export const CheckType = z.enum(["connect", "negotiate", "ping", "external", "on", "off", "combined"]);
+export const Service = z.enum([
+  "dns", "ftp", "http", "https", "http_proxy", "imap", "imaps", "ldap", "ldaps", "mysql", "nntp", "none",
+  "oracle", "pgsql", "pop", "pops", "radius", "simpletcp", "sip", "smtp", "submission",
+]);
+
+export const Check = z.object({
+  type: CheckType,
+  service: Service,
+  request: z.string(),
+  receive: z.string(),
+  /** Port to probe; null = the real server's port. */
+  port: Port.nullable(),
+  /** Seconds between two checks of one real server. */
+  interval: z.number().positive(),
+  /** Effective timeout in seconds for this check type (ldirectord's checktimeout/negotiatetimeout chain). */
+  timeout: z.number().positive(),
+  /** Consecutive failures before an up real is taken down (ldirectord failurecount). */
+  failureCount: z.number().int().min(1),
+  /** Consecutive successes before a down real comes back (ldirectord: 1). */
+  riseCount: z.number().int().min(1).default(1),
+  /** For combined checks (checktype = N): connect checks between two negotiate checks. */
+  combinedConnects: z.number().int().min(0).default(0),
+  virtualhost: z.string().nullable().default(null),
+  httpMethod: z.enum(["GET", "HEAD"]).default("GET"),
+  command: z.string().nullable().default(null),
+  /** Verify the server certificate for https (ldirectord never does). */
+  tlsVerify: z.boolean().default(false),
+});
+export type Check = z.infer<typeof Check>;
+
+export const Real = z.object({
+  address: IpAddress,
+  port: Port,
+  forwarding: Forwarding,
+  weight: z.number().int().min(0).max(65535),
+  /** Per-real request/receive override (ldirectord `real=… "req", "recv"`). */
+  request: z.string().nullable().default(null),
+  receive: z.string().nullable().default(null),
+  lowerThreshold: z.number().int().min(0).nullable().default(null),
+  upperThreshold: z.number().int().min(0).nullable().default(null),
+});
+export type Real = z.infer<typeof Real>;
+
+export const Fallback = z.object({ address: IpAddress, port: Port, forwarding: Forwarding });
+export type Fallback = z.infer<typeof Fallback>;
+
+export const Persistence = z.object({
+  timeout: z.number().int().positive(),
+  /** Persistence granularity: dotted quad for IPv4, prefix length for IPv6. */
+  netmask: z.string(),
+});
+
+export const VirtualService = z.object({
+  /** Stable identity: "tcp:198.51.100.50:80", "udp:[2001:db8::1]:53" or "fwm:7". */
+  id: z.string(),
+  protocol: Protocol,
+  address: IpAddress.nullable(),
+  port: Port,
+  fwmark: z.number().int().positive().nullable(),
+  family: Family,
+  scheduler: z.string().regex(/^[a-z]+$/, "scheduler names are lowercase words"),
+  schedFlags: z.string().nullable().default(null),
+  persistence: Persistence.nullable(),
+  quiescent: z.boolean(),
+  onePacket: z.boolean().default(false),
+  check: Check,
+  fallback: Fallback.nullable(),
+  reals: z.array(Real),
+  /** Where this virtual service was defined, for messages. */
+  source: z.object({ file: z.string(), line: z.number().int() }).nullable().default(null),
+});
+export type VirtualService = z.infer<typeof VirtualService>;
+
+export const FloatingAddress = z.object({
+  address: IpAddress,
+  prefix: z.number().int().min(0).max(128),
+  interface: InterfaceName,
+});
+export type FloatingAddress = z.infer<typeof FloatingAddress>;
+
+/** Addresses that move together between LB nodes (the seed: outside VIP + inside gateway). */
+export const FloatingGroup = z.object({
+  name: Name,
+  addresses: z.array(FloatingAddress).min(1),
+  /** A higher-priority node takes the group back when it returns (VRRP preempt). */
+  preempt: z.boolean().default(true),
+  /** Milliseconds a returning higher-priority node waits before taking over. */
+  preemptDelayMs: z.number().int().min(0).default(0),
+  /** Gratuitous ARP schedule after takeover, ms offsets (keepalived: 5 now, 5 after 5 s). */
+  garpScheduleMs: z.array(z.number().int().min(0)).default([0, 100, 200, 300, 400, 5000, 5100, 5200, 5300, 5400]),
+});
+export type FloatingGroup = z.infer<typeof FloatingGroup>;
+
+export const LbNode = z.object({
+  name: Name,
+  priority: z.number().int().min(1).max(255),
+  /** Optional description of the node's interfaces, for documentation and checks. */
+  interfaces: z.record(z.string(), z.string()).default({}),
+});
+export type LbNode = z.infer<typeof LbNode>;
+
+export const Timers = z.object({
+  /** Executor heartbeat interval; 50 ms measured safe under load (reference: load-anchors). */
+  heartbeatMs: z.number().int().min(10).default(50),
+  /** A node is dead after this long without a heartbeat (keepalived v3 @0.1 s: 361 ms). */
+  deadMs: z.number().int().min(30).default(300),
+});
+
+export const Global = z.object({
+  autoreload: z.boolean().default(false),
+  /** Health vantage policy: how many fresh probers must see a real down before it is removed. */
+  vantagePolicy: z.enum(["any", "all", "majority"]).default("all"),
+  driver: z.enum(["nftables", "ipvs", "auto"]).default("nftables"),
+});
+
+export const Model = z.object({
+  schemaVersion: z.literal(CONFIG_SCHEMA_VERSION).default(CONFIG_SCHEMA_VERSION),
+  site: Name.default("default"),
+  nodes: z.array(LbNode).default([]),
+  groups: z.array(FloatingGroup).default([]),
+  timers: Timers.default({ heartbeatMs: 50, deadMs: 300 }),
+  global: Global.default({ autoreload: false, vantagePolicy: "all", driver: "nftables" }),
+  virtualServices: z.array(VirtualService),
+});
+export type Model = z.infer<typeof Model>;
+export type ModelInput = z.input<typeof Model>;
+
+/** Identity of a virtual service as ldirectord writes it. */
+export function vsId(protocol: string, address: string | null, port: number, fwmark: number | null): string {
+  if (protocol === "fwm") return `fwm:${fwmark}`;
+  const a = address!.includes(":") ? `[${address}]` : address;
+  return `${protocol}:${a}:${port}`;
+}
+
+/** Identity of a real server within a virtual service. */
+export function realId(r: { address: string; port: number }): string {
+  return r.address.includes(":") ? `[${r.address}]:${r.port}` : `${r.address}:${r.port}`;
+}
+
+/** The floating group that carries a virtual service's address, if any. */
+export function groupOf(model: Model, vs: VirtualService): FloatingGroup | undefined {
+  return model.groups.find((g) => g.addresses.some((a) => a.address === vs.address));
+}

@@ -1,0 +1,37 @@
+// The subject scheme, in one place. Every subject starts with `lvsflow.<site>.`.
+// Tokens that come from addresses are encoded so they never contain '.', '*', '>' or spaces.
+//
+//   lvsflow.<site>.health.<prober>.<vs>.<real>     health.result   (prober → controllers)
+//   lvsflow.<site>.health.<prober>.summary         health.summary  (prober, every interval)
+//   lvsflow.<site>.decision.<node>.pool.<vs>       decision.pool   (controller → executor of <node>)
+//   lvsflow.<site>.decision.<node>.owner.<group>   decision.owner  (controller → executor of <node>)
+//   lvsflow.<site>.heartbeat.<node>                node.heartbeat  (executor → controllers)
+//   lvsflow.<site>.peer.<observer>.<peer>          peer.state      (controller: liveness changes)
+//   lvsflow.<site>.report.<node>.<kind>            executor.applied / executor.drift
+//   lvsflow.<site>.rejected.<service>.<node>       bus.rejected    (any service that dropped an invalid message)
+import type { EventType } from "./schemas/events.ts";
+
+/** Encode an id (e.g. "tcp:198.51.100.50:80") as one subject token. */
+export function token(s: string): string {
+  return s.replace(/[^A-Za-z0-9_-]/g, (c) => (c === "." ? "_" : c === ":" ? "-" : "~" + c.charCodeAt(0).toString(16)));
+}
+
+export const subjects = {
+  all: (site: string) => `lvsflow.${site}.>`,
+  health: (site: string, prober: string, vs: string, real: string) => `lvsflow.${site}.health.${token(prober)}.${token(vs)}.${token(real)}`,
+  healthSummary: (site: string, prober: string) => `lvsflow.${site}.health.${token(prober)}.summary`,
+  healthAll: (site: string) => `lvsflow.${site}.health.>`,
+  decisionPool: (site: string, node: string, vs: string) => `lvsflow.${site}.decision.${token(node)}.pool.${token(vs)}`,
+  decisionOwner: (site: string, node: string, group: string) => `lvsflow.${site}.decision.${token(node)}.owner.${token(group)}`,
+  decisionsFor: (site: string, node: string) => `lvsflow.${site}.decision.${token(node)}.>`,
+  heartbeat: (site: string, node: string) => `lvsflow.${site}.heartbeat.${token(node)}`,
+  heartbeatAll: (site: string) => `lvsflow.${site}.heartbeat.*`,
+  peer: (site: string, observer: string, peer: string) => `lvsflow.${site}.peer.${token(observer)}.${token(peer)}`,
+  report: (site: string, node: string, kind: string) => `lvsflow.${site}.report.${token(node)}.${token(kind)}`,
+  rejected: (site: string, service: string, node: string) => `lvsflow.${site}.rejected.${token(service)}.${token(node)}`,
+};
+
+/** Event types the recorder keeps in the audit history (heartbeats and summaries are telemetry). */
+export const AUDITED: ReadonlySet<EventType> = new Set<EventType>([
+  "health.result", "decision.pool", "decision.owner", "peer.state", "executor.applied", "executor.drift", "bus.rejected",
+]);
