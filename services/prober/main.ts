@@ -1,0 +1,146 @@
+// The prober service: checks every real server of every virtual service and publishes what it
+// sees as health.result events (on change, and while a streak still matters to the controller)
+// plus one health.summary per interval. It decides nothing: controllers count the streaks.
+import client from "prom-client";
+import { registry } from "../../shared/metrics.ts";
+import { makeEvent } from "../../shared/schemas/events.ts";
+import type { Model } from "../../shared/schemas/config.ts";
+import type { RunningService, ServiceContext } from "../../shared/service.ts";
+import { subjects } from "../../shared/subjects.ts";
+import { checkLabel, unsupportedReason, type CheckTarget } from "./checks.ts";
+import { ProbeScheduler, type ProbeResult, type TargetState } from "./scheduler.ts";
+
+const proberMetrics = {
+  checks: new client.Counter({
+    name: "lvsflow_prober_checks_total", help: "Health checks run, by check and result",
+    labelNames: ["check", "result"], registers: [registry],
+  }),
+  latency: new client.Histogram({
+    name: "lvsflow_prober_check_duration_seconds", help: "Duration of health checks (failed ones included)",
+    labelNames: ["check"], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry],
+  }),
+  skipped: new client.Counter({
+    name: "lvsflow_prober_checks_skipped_total", help: "Check slots skipped because the previous check of the real was still running",
+    registers: [registry],
+  }),
+  targets: new client.Gauge({
+    name: "lvsflow_prober_targets", help: "Checked real servers by last result (unknown = no result yet)",
+    labelNames: ["state"], registers: [registry],
+  }),
+};
+
+export interface Prober extends RunningService {
+  /** Applies a new configuration: unchanged checks keep their history and schedule. */
+  updateModel(model: Model, configVersion?: string): void;
+  states(): TargetState[];
+}
+
+export function targetsOf(model: Model): CheckTarget[] {
+  return model.virtualServices.flatMap((vs) => vs.reals.map((real) => ({ vs, real })));
+}
+
+/** Summary period: the smallest check interval of the model, at least one second. */
+export function summaryPeriodMs(model: Model): number {
+  const min = Math.min(...model.virtualServices.map((vs) => vs.check.interval * 1000));
+  return Math.max(1000, Number.isFinite(min) ? min : 1000);
+}
+
+export async function startProber(ctx: ServiceContext): Promise<Prober> {
+  const { log, bus, site } = ctx;
+  const prober = ctx.node;
+  const source = { service: "prober" as const, node: ctx.node };
+  let model = ctx.model;
+  let configVersion = ctx.configVersion;
+
+  const publishResult = (r: ProbeResult) => {
+    const o = r.outcome;
+    if (r.changed) {
+      log.info({ vs: r.vs, real: r.real, check: r.check, ok: r.ok, previous: r.previous, error: o.error, httpStatus: o.httpStatus },
+        r.ok ? "real server passes its check" : "real server fails its check");
+    }
+    try {
+      const ev = makeEvent("health.result", {
+        vs: r.vs, real: r.real, prober, ok: r.ok, streak: r.streak, check: r.check,
+        latencyMs: Math.max(0, o.latencyMs), error: o.error, httpStatus: o.httpStatus, matched: o.matched,
+      }, { source, configVersion });
+      bus.publish(subjects.health(site, prober, r.vs, r.real), ev);
+    } catch (e) {
+      log.error({ err: String(e), vs: r.vs, real: r.real }, "could not build health.result");
+    }
+  };
+
+  const sched = new ProbeScheduler({
+    onResult: publishResult,
+    onCheck: (o, t) => {
+      const check = checkLabel(t.vs.check);
+      proberMetrics.checks.inc({ check, result: o.ok ? "ok" : "fail" });
+      proberMetrics.latency.observe({ check }, o.latencyMs / 1000);
+    },
+    onSkip: (key) => {
+      proberMetrics.skipped.inc();
+      log.warn({ target: key }, "previous check still running; slot skipped (timeout longer than interval?)");
+    },
+  });
+
+  const warnUnsupported = (m: Model) => {
+    for (const vs of m.virtualServices) {
+      const reason = unsupportedReason(vs);
+      // Loud on purpose: these reals will be reported down on every check until the prober learns the check.
+      if (reason) log.error({ vs: vs.id, reals: vs.reals.length, reason }, "cannot check this virtual service; its reals will be reported as failing");
+    }
+  };
+
+  const counts = () => {
+    let up = 0, down = 0, unknown = 0;
+    for (const s of sched.states()) s.ok === null ? unknown++ : s.ok ? up++ : down++;
+    return { targets: up + down + unknown, up, down, unknown };
+  };
+
+  const publishSummary = () => {
+    const now = Date.now();
+    // Reals without a first result yet are left out: absent means unknown, never "down".
+    const results = sched.states().filter((s) => s.ok !== null && s.lastCheckAt !== null)
+      .map((s) => ({ vs: s.vs, real: s.real, ok: s.ok as boolean, streak: s.streak, ageMs: Math.max(0, now - (s.lastCheckAt as number)) }));
+    const c = counts();
+    proberMetrics.targets.set({ state: "up" }, c.up);
+    proberMetrics.targets.set({ state: "down" }, c.down);
+    proberMetrics.targets.set({ state: "unknown" }, c.unknown);
+    try {
+      bus.publish(subjects.healthSummary(site, prober), makeEvent("health.summary", { prober, intervalMs: periodMs, results }, { source, configVersion }));
+    } catch (e) {
+      log.error({ err: String(e) }, "could not build health.summary");
+    }
+  };
+
+  let periodMs = summaryPeriodMs(model);
+  let summaryTimer: ReturnType<typeof setInterval> | null = setInterval(publishSummary, periodMs);
+
+  warnUnsupported(model);
+  sched.setTargets(targetsOf(model));
+  sched.start();
+  log.info({ targets: sched.size, virtualServices: model.virtualServices.length, summaryMs: periodMs }, "prober started");
+
+  return {
+    health: () => ({ ok: true, ...counts() }),
+    states: () => sched.states(),
+    updateModel(next: Model, nextVersion?: string) {
+      model = next;
+      if (nextVersion) configVersion = nextVersion;
+      warnUnsupported(model);
+      sched.setTargets(targetsOf(model));
+      const p = summaryPeriodMs(model);
+      if (p !== periodMs && summaryTimer) {
+        clearInterval(summaryTimer);
+        periodMs = p;
+        summaryTimer = setInterval(publishSummary, periodMs);
+      }
+      log.info({ targets: sched.size }, "prober configuration updated");
+    },
+    async stop() {
+      if (summaryTimer) clearInterval(summaryTimer);
+      summaryTimer = null;
+      sched.stop();
+      log.info("prober stopped");
+    },
+  };
+}
