@@ -24,6 +24,7 @@ export class Bus {
   nc: NatsConnection | null = null;
   connected = false;
   private rejectedReports = 0;
+  private listeners: ((up: boolean) => void)[] = [];
   private closedResolve!: () => void;
   readonly closed = new Promise<void>((r) => (this.closedResolve = r));
 
@@ -47,16 +48,22 @@ export class Bus {
     log.info({ server: this.nc.getServer() }, "bus connected");
     void (async () => {
       for await (const s of this.nc!.status()) {
-        if (s.type === "disconnect") { this.connected = false; metrics.busConnected.set(0); log.warn("bus disconnected; keeping last state"); }
-        else if (s.type === "reconnect") { this.connected = true; metrics.busConnected.set(1); log.info("bus reconnected"); }
+        if (s.type === "disconnect") { this.connected = false; metrics.busConnected.set(0); log.warn("bus disconnected; keeping last state"); this.listeners.forEach((l) => l(false)); }
+        else if (s.type === "reconnect") { this.connected = true; metrics.busConnected.set(1); log.info("bus reconnected"); this.listeners.forEach((l) => l(true)); }
       }
     })();
     void this.nc.closed().then(() => { this.connected = false; this.closedResolve(); });
     return this;
   }
 
+  /** Called with false when the connection drops and true when it is back. */
+  onStatus(listener: (up: boolean) => void): void {
+    this.listeners.push(listener);
+  }
+
   publish(subject: string, ev: Event): void {
-    if (!this.nc || this.nc.isClosed()) return;
+    // While disconnected, drop rather than buffer: a stale decision delivered late is worse than none.
+    if (!this.nc || this.nc.isClosed() || !this.connected) return;
     try {
       this.nc.publish(subject, enc.encode(JSON.stringify(ev)));
       metrics.published.inc({ type: ev.type });

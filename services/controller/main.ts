@@ -1,0 +1,140 @@
+// The controller of one LB node: a pool machine per virtual service and an ownership machine
+// per floating address group. Health and heartbeats in; decisions for this node's executor out.
+import { createActor, type Actor } from "xstate";
+import client from "prom-client";
+import type { ServiceContext, RunningService } from "../../shared/service.ts";
+import { makeEvent, type Event, type EventOf } from "../../shared/schemas/events.ts";
+import { subjects } from "../../shared/subjects.ts";
+import { registry } from "../../shared/metrics.ts";
+import { poolMachine } from "./pool-machine.ts";
+import { ownershipMachine } from "./ownership-machine.ts";
+import { alive } from "./ownership-logic.ts";
+
+const decisionsTotal = new client.Counter({ name: "lvsflow_controller_decisions_total", help: "Decisions published", labelNames: ["kind"], registers: [registry] });
+const termGauge = new client.Gauge({ name: "lvsflow_controller_term", help: "Ownership term per group", labelNames: ["group"], registers: [registry] });
+const roleGauge = new client.Gauge({ name: "lvsflow_controller_owner", help: "1 while this node is the group's owner", labelNames: ["group"], registers: [registry] });
+
+/** Generations grow across restarts too: never below the wall clock in ms. */
+export function generations(): () => number {
+  let last = 0;
+  return () => (last = Math.max(last + 1, Date.now()));
+}
+
+export async function startController(ctx: ServiceContext): Promise<RunningService> {
+  const { site, node, model, bus, log } = ctx;
+  const nextGen = generations();
+  const now = () => Date.now();
+  const source = { service: "controller" as const, node };
+  const latest = new Map<string, { subject: string; ev: Event }>(); // re-sent so restarted executors converge
+  const self = model.nodes.find((n) => n.name === node);
+  if (!self) log.warn({ node, nodes: model.nodes.map((n) => n.name) }, "this node is not in the configuration's nodes: it will never own a group");
+
+  const correlation = new Map<string, string | null>(); // event id → its correlation id
+  const corrOf = (id: string | null) => (id ? correlation.get(id) ?? id : null);
+  const remember = (ev: Event) => {
+    correlation.set(ev.id, ev.correlationId ?? ev.id);
+    if (correlation.size > 10_000) correlation.delete(correlation.keys().next().value!);
+  };
+  const send = (key: string, subject: string, ev: Event) => {
+    latest.set(key, { subject, ev });
+    bus.publish(subject, ev);
+  };
+
+  const pools = new Map<string, Actor<typeof poolMachine>>();
+  for (const vs of model.virtualServices) {
+    const a = createActor(poolMachine, { input: { vs, policy: model.global.vantagePolicy, now: now() } });
+    a.on("decision", (d) => {
+      const ev = makeEvent("decision.pool", { node, generation: nextGen(), pool: d.pool, changes: d.changes, fallbackActive: d.fallbackActive },
+        { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
+      decisionsTotal.inc({ kind: "pool" });
+      log.info({ vs: vs.id, reals: d.pool.reals.map((r) => `${r.address}:${r.port}/${r.weight}`), fallback: d.fallbackActive, changes: d.changes, eventId: ev.id }, "pool decision");
+      send(`pool:${vs.id}`, subjects.decisionPool(site, node, vs.id), ev);
+    });
+    a.start();
+    pools.set(vs.id, a);
+  }
+
+  const owners = new Map<string, Actor<typeof ownershipMachine>>();
+  for (const g of model.groups) {
+    const a = createActor(ownershipMachine, { input: { self: node, group: g.name, priority: self?.priority ?? 0, preempt: g.preempt, preemptDelayMs: g.preemptDelayMs, deadMs: model.timers.deadMs, now: now() } });
+    a.on("decision", (d) => {
+      const ev = makeEvent("decision.owner", { node, generation: nextGen(), group: g.name, role: d.role, term: d.term, owner: d.owner, addresses: g.addresses, garpScheduleMs: g.garpScheduleMs, why: d.why },
+        { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
+      decisionsTotal.inc({ kind: "owner" });
+      termGauge.set({ group: g.name }, d.term);
+      roleGauge.set({ group: g.name }, d.role === "owner" ? 1 : 0);
+      log.info({ group: g.name, role: d.role, term: d.term, why: d.why, eventId: ev.id }, "ownership decision");
+      send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), ev);
+    });
+    a.start();
+    owners.set(g.name, a);
+  }
+
+  const onHealth = (ev: EventOf<"health.result" | "health.summary">) => {
+    remember(ev);
+    const t = now();
+    if (ev.type === "health.result") {
+      const d = ev.data;
+      pools.get(d.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: d.real, prober: d.prober, ok: d.ok, streak: d.streak, at: t, error: d.error, check: d.check });
+    } else {
+      for (const r of ev.data.results) {
+        pools.get(r.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: r.real, prober: ev.data.prober, ok: r.ok, streak: r.streak, at: t - r.ageMs, error: null, check: "summary" });
+      }
+    }
+  };
+
+  // Peer liveness, for the audit history: one event per change, not per heartbeat.
+  const lastSeen = new Map<string, number>();
+  const peerAlive = new Map<string, boolean>();
+  const onHeartbeat = (ev: EventOf<"node.heartbeat">) => {
+    const t = now();
+    const h = ev.data;
+    lastSeen.set(h.node, t);
+    if (peerAlive.get(h.node) !== true) publishPeer(h.node, true, 0, ev.id);
+    for (const [group, a] of owners) {
+      a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: h.faults, eventId: ev.id });
+    }
+  };
+  const publishPeer = (peer: string, isAlive: boolean, ago: number | null, cause: string | null) => {
+    peerAlive.set(peer, isAlive);
+    const ev = makeEvent("peer.state", { observer: node, peer, alive: isAlive, lastSeenMsAgo: ago }, { source, causationId: cause, configVersion: ctx.configVersion });
+    remember(ev);
+    log.info({ peer, alive: isAlive, lastSeenMsAgo: ago }, isAlive ? "peer alive" : "peer lost");
+    bus.publish(subjects.peer(site, node, peer), ev);
+    return ev.id;
+  };
+
+  bus.subscribe(subjects.healthAll(site), ["health.result", "health.summary"], onHealth);
+  bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], onHeartbeat);
+  bus.onStatus((up) => { const t = now(); for (const a of owners.values()) a.send({ type: "BUS", now: t, up }); });
+
+  // Ownership needs prompt detection (dead time 300 ms): tick often; it is cheap.
+  const fastTick = setInterval(() => {
+    const t = now();
+    let cause: string | undefined;
+    if (bus.connected) {
+      for (const [peer, seen] of lastSeen) {
+        if (peerAlive.get(peer) && !alive({ priority: 0, lastSeen: seen, holds: null, faults: [] }, t, model.timers.deadMs)) {
+          // The ownership decision that follows (if any) names this event as its cause.
+          cause = publishPeer(peer, false, t - seen, null);
+        }
+      }
+    }
+    for (const a of owners.values()) a.send({ type: "TICK", now: t, ...(cause ? { eventId: cause } : {}) });
+  }, Math.max(10, Math.floor(model.timers.heartbeatMs / 2)));
+  const slowTick = setInterval(() => { const t = now(); for (const a of pools.values()) a.send({ type: "TICK", now: t }); }, 250);
+  // Anti-entropy: re-send the latest decisions (same event ids: the recorder de-duplicates).
+  const resend = setInterval(() => { for (const { subject, ev } of latest.values()) bus.publish(subject, ev); }, 1000);
+
+  return {
+    async stop() { clearInterval(fastTick); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
+    health() {
+      return {
+        ok: bus.connected,
+        bus: bus.connected,
+        pools: Object.fromEntries([...pools].map(([id, a]) => [id, String(a.getSnapshot().value)])),
+        groups: Object.fromEntries([...owners].map(([g, a]) => [g, { state: String(a.getSnapshot().value), term: a.getSnapshot().context.s.term }])),
+      };
+    },
+  };
+}
