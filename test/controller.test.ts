@@ -1,0 +1,192 @@
+// Pure tests of the controller's decision logic: no bus, no clock, no kernel.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createActor } from "xstate";
+import { VirtualService } from "../shared/schemas/config.ts";
+import { poolMachine, type PoolDecisionEmitted } from "../services/controller/pool-machine.ts";
+import { ownershipMachine, type OwnershipEmitted } from "../services/controller/ownership-machine.ts";
+
+function seedVs(over: Partial<Record<string, unknown>> = {}) {
+  return VirtualService.parse({
+    id: "tcp:198.51.100.50:80", protocol: "tcp", address: "198.51.100.50", port: 80, fwmark: null, family: "ipv4",
+    scheduler: "wlc", persistence: { timeout: 120, netmask: "255.255.255.0" }, quiescent: false,
+    check: { type: "connect", service: "http", request: "/aaaa.html", receive: "aaaa", port: null, interval: 5, timeout: 5, failureCount: 1 },
+    fallback: { address: "127.0.0.1", port: 80, forwarding: "masq" },
+    reals: [{ address: "203.0.113.11", port: 80, forwarding: "masq", weight: 1 }, { address: "203.0.113.12", port: 80, forwarding: "masq", weight: 1 }],
+    ...over,
+  });
+}
+
+function poolHarness(vs = seedVs(), policy: "any" | "all" | "majority" = "all") {
+  const out: PoolDecisionEmitted[] = [];
+  const a = createActor(poolMachine, { input: { vs, policy, now: 0 } });
+  a.on("decision", (d) => void out.push(d));
+  a.start();
+  let n = 0;
+  const health = (real: string, ok: boolean, streak: number, now: number, prober = "lb1") =>
+    a.send({ type: "HEALTH", now, eventId: `e${++n}`, real, prober, ok, streak, at: now, error: ok ? null : "ECONNREFUSED", check: "connect" });
+  return { a, out, health };
+}
+
+test("pool: no decision until every real is checked, then both reals in the pool", () => {
+  const { out, health } = poolHarness();
+  health("203.0.113.11:80", true, 1, 100);
+  assert.equal(out.length, 0, "one real still unknown: wait");
+  health("203.0.113.12:80", true, 1, 200);
+  assert.equal(out.length, 1);
+  assert.deepEqual(out[0]!.pool.reals.map((r) => [r.address, r.weight]), [["203.0.113.11", 1], ["203.0.113.12", 1]]);
+  assert.equal(out[0]!.pool.fallback, null);
+});
+
+test("pool: holdoff expires with an unchecked real: publish what is known", () => {
+  const { a, out, health } = poolHarness();
+  health("203.0.113.11:80", true, 1, 100);
+  a.send({ type: "TICK", now: 11_001 });
+  assert.equal(out.length, 1);
+  assert.deepEqual(out[0]!.pool.reals.map((r) => r.address), ["203.0.113.11"]);
+});
+
+test("pool: quiescent=no removes a failed real (ldirectord §1.7), failurecount counts consecutive failures", () => {
+  const vs = seedVs({ check: { type: "connect", service: "http", request: "/", receive: "", port: null, interval: 1, timeout: 1, failureCount: 3 } });
+  const { out, health } = poolHarness(vs);
+  health("203.0.113.11:80", true, 1, 0); health("203.0.113.12:80", true, 1, 0);
+  health("203.0.113.11:80", false, 1, 1000);
+  health("203.0.113.11:80", false, 2, 2000);
+  assert.equal(out.length, 1, "soft failures 1/3 and 2/3 change nothing");
+  health("203.0.113.11:80", false, 3, 3000);
+  assert.equal(out.length, 2);
+  assert.deepEqual(out[1]!.pool.reals.map((r) => r.address), ["203.0.113.12"]);
+  assert.equal(out[1]!.changes[0]!.to, "down");
+  assert.match(out[1]!.changes[0]!.why, /failurecount 3/);
+  assert.equal(out[1]!.causationId, "e5");
+});
+
+test("pool: quiescent=yes keeps a failed real at weight 0", () => {
+  const { out, health } = poolHarness(seedVs({ quiescent: true }));
+  health("203.0.113.11:80", true, 1, 0); health("203.0.113.12:80", true, 1, 0);
+  health("203.0.113.12:80", false, 1, 1000);
+  assert.deepEqual(out.at(-1)!.pool.reals.map((r) => [r.address, r.weight]), [["203.0.113.11", 1], ["203.0.113.12", 0]]);
+});
+
+test("pool: fallback when no real is up, removed when one returns (ldirectord §1.7)", () => {
+  const { a, out, health } = poolHarness(seedVs({ quiescent: true }));
+  health("203.0.113.11:80", true, 1, 0); health("203.0.113.12:80", true, 1, 0);
+  health("203.0.113.11:80", false, 1, 1000);
+  health("203.0.113.12:80", false, 1, 1000);
+  const last = out.at(-1)!;
+  assert.equal(last.fallbackActive, true);
+  assert.deepEqual(last.pool.fallback, { address: "127.0.0.1", port: 80, forwarding: "masq" });
+  assert.equal(String(a.getSnapshot().value), "fallback");
+  health("203.0.113.12:80", true, 1, 2000);
+  assert.equal(out.at(-1)!.pool.fallback, null);
+  assert.equal(String(a.getSnapshot().value), "serving");
+});
+
+test("pool: rise threshold brings a real back only after N successes", () => {
+  const vs = seedVs({ check: { type: "connect", service: "http", request: "/", receive: "", port: null, interval: 1, timeout: 1, failureCount: 1, riseCount: 3 } });
+  const { out, health } = poolHarness(vs);
+  health("203.0.113.11:80", true, 3, 0); health("203.0.113.12:80", true, 3, 0);
+  health("203.0.113.11:80", false, 1, 1000);
+  health("203.0.113.11:80", true, 1, 2000); health("203.0.113.11:80", true, 2, 3000);
+  assert.equal(out.at(-1)!.pool.reals.length, 1);
+  health("203.0.113.11:80", true, 3, 4000);
+  assert.equal(out.at(-1)!.pool.reals.length, 2);
+});
+
+test("pool: vantage policy all: one prober's broken view does not remove a real", () => {
+  const { out, health } = poolHarness(seedVs(), "all");
+  for (const p of ["lb1", "lb2"]) { health("203.0.113.11:80", true, 1, 0, p); health("203.0.113.12:80", true, 1, 0, p); }
+  health("203.0.113.11:80", false, 1, 1000, "lb1");
+  assert.equal(out.at(-1)!.pool.reals.length, 2);
+  health("203.0.113.11:80", false, 1, 1100, "lb2");
+  assert.equal(out.at(-1)!.pool.reals.length, 1);
+});
+
+test("pool: vantage policy any removes on one prober's word; stale probers do not vote", () => {
+  const { out, health } = poolHarness(seedVs(), "any");
+  for (const p of ["lb1", "lb2"]) { health("203.0.113.11:80", true, 1, 0, p); health("203.0.113.12:80", true, 1, 0, p); }
+  health("203.0.113.11:80", false, 1, 1000, "lb1");
+  assert.equal(out.at(-1)!.pool.reals.length, 1);
+});
+
+function ownHarness(self: string, opts: { preempt?: boolean; preemptDelayMs?: number } = {}) {
+  const out: OwnershipEmitted[] = [];
+  const a = createActor(ownershipMachine, { input: { self, group: "web", priority: 0, preempt: opts.preempt ?? true, preemptDelayMs: opts.preemptDelayMs ?? 0, deadMs: 300, now: 0 } });
+  a.on("decision", (d) => void out.push(d));
+  a.start();
+  let n = 0;
+  const hb = (node: string, priority: number, holds: number | null, now: number, faults: string[] = []) =>
+    a.send({ type: "HEARTBEAT", now, node, priority, holds, faults, eventId: `h${++n}` });
+  return { a, out, hb };
+}
+
+test("ownership: the highest-priority live node takes the group with term 1, the other stays backup", () => {
+  const lb1 = ownHarness("lb1"), lb2 = ownHarness("lb2");
+  for (let t = 0; t <= 400; t += 50) for (const h of [lb1, lb2]) { h.hb("lb1", 150, null, t); h.hb("lb2", 100, null, t); }
+  assert.deepEqual(lb1.out.map((d) => [d.role, d.term]), [["owner", 1]]);
+  assert.equal(lb2.out.length, 0);
+});
+
+test("ownership: backup takes over after the dead time with a larger term; releases when the old owner comes back with preempt", () => {
+  const lb2 = ownHarness("lb2");
+  let t = 0;
+  for (; t <= 500; t += 50) { lb2.hb("lb1", 150, 1, t); lb2.hb("lb2", 100, null, t); }
+  // lb1 goes silent at t=500
+  for (; t <= 750; t += 50) { lb2.hb("lb2", 100, null, t); }
+  assert.equal(lb2.out.length, 0, "before the dead time: no takeover");
+  for (; t <= 900; t += 50) { lb2.hb("lb2", 100, null, t); }
+  assert.deepEqual(lb2.out.map((d) => [d.role, d.term]), [["owner", 2]]);
+  assert.match(lb2.out[0]!.why, /lb1 silent for \d+ ms/);
+  // lb1 returns and (preempt) takes term 3: lb2 must release at once
+  lb2.hb("lb1", 150, 3, t);
+  assert.deepEqual(lb2.out.at(-1)!.role, "backup");
+  assert.equal(lb2.out.at(-1)!.term, 3);
+});
+
+test("ownership: a returning higher-priority node preempts only with preempt=true", () => {
+  for (const preempt of [true, false]) {
+    const lb1 = ownHarness("lb1", { preempt });
+    for (let t = 0; t <= 500; t += 50) { lb1.hb("lb2", 100, 2, t); lb1.hb("lb1", 150, null, t); }
+    assert.deepEqual(lb1.out.map((d) => [d.role, d.term]), preempt ? [["owner", 3]] : []);
+  }
+});
+
+test("ownership: preempt delay waits before taking back", () => {
+  const lb1 = ownHarness("lb1", { preemptDelayMs: 1000 });
+  let t = 0;
+  for (; t <= 1000; t += 50) { lb1.hb("lb2", 100, 2, t); lb1.hb("lb1", 150, null, t); }
+  assert.equal(lb1.out.length, 0);
+  for (; t <= 1500; t += 50) { lb1.hb("lb2", 100, 2, t); lb1.hb("lb1", 150, null, t); }
+  assert.deepEqual(lb1.out.map((d) => d.role), ["owner"]);
+});
+
+test("ownership: a node without bus keeps its role and decides nothing", () => {
+  const lb1 = ownHarness("lb1");
+  for (let t = 0; t <= 400; t += 50) { lb1.hb("lb1", 150, null, t); lb1.hb("lb2", 100, null, t); }
+  assert.equal(lb1.out.at(-1)!.role, "owner");
+  lb1.a.send({ type: "BUS", now: 450, up: false });
+  lb1.a.send({ type: "TICK", now: 5000 });
+  assert.equal(String(lb1.a.getSnapshot().value), "frozen");
+  assert.equal(lb1.out.length, 1, "no release although no heartbeat was heard for seconds");
+  lb1.a.send({ type: "BUS", now: 5000, up: true });
+  lb1.a.send({ type: "TICK", now: 5100 });
+  assert.equal(lb1.out.length, 1, "fresh dead time after reconnect");
+});
+
+test("ownership: own fault makes the owner step down", () => {
+  const lb1 = ownHarness("lb1");
+  for (let t = 0; t <= 400; t += 50) { lb1.hb("lb1", 150, null, t); lb1.hb("lb2", 100, null, t); }
+  lb1.hb("lb1", 150, 1, 450, ["interface front down"]);
+  assert.equal(lb1.out.at(-1)!.role, "backup");
+  assert.match(lb1.out.at(-1)!.why, /interface front down/);
+});
+
+test("ownership: a restarted controller adopts what its executor holds (fail static)", () => {
+  const lb1 = ownHarness("lb1");
+  lb1.hb("lb1", 150, 7, 10);
+  lb1.hb("lb2", 100, null, 20);
+  for (let t = 50; t <= 500; t += 50) { lb1.hb("lb1", 150, 7, t); lb1.hb("lb2", 100, null, t); }
+  assert.equal(String(lb1.a.getSnapshot().value), "owner");
+  assert.equal(lb1.a.getSnapshot().context.s.term, 7);
+  assert.equal(lb1.out.length, 0, "nothing to change");
+});
