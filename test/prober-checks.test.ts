@@ -20,7 +20,7 @@ type VsInput = z.input<typeof VirtualService>;
 type CheckInput = Partial<VsInput["check"]>;
 type RealInput = Partial<VsInput["reals"][number]>;
 
-interface Seen { method: string; url: string; host: string; servername: string | false | undefined }
+interface Seen { method: string; url: string; host: string; servername: string | false | null | undefined }
 const seen: Seen[] = [];
 const drips = new Set<ReturnType<typeof setInterval>>();
 
