@@ -16,6 +16,8 @@ export interface ServiceContext {
   redisUrl: string;
   /** Port for /healthz and /metrics (0 = off). */
   httpPort: number;
+  /** Directory for a service's small local state (the executor's held terms). */
+  stateDir: string;
 }
 
 /** A running service: stop() releases timers and connections but never touches the kernel. */

@@ -1,0 +1,180 @@
+// The executor of one LB node: applies this node's decisions to the kernel (virtual services
+// through a driver, floating addresses with ip + gratuitous ARP), reports what it did, and
+// heartbeats. Fail static: without bus or controller, the kernel keeps its last good state.
+import { join } from "node:path";
+import { readFileSync } from "node:fs";
+import client from "prom-client";
+import type { ServiceContext, RunningService } from "../../shared/service.ts";
+import { makeEvent, type EventOf, type PoolSpec } from "../../shared/schemas/events.ts";
+import type { FloatingAddress } from "../../shared/schemas/config.ts";
+import { subjects } from "../../shared/subjects.ts";
+import { registry } from "../../shared/metrics.ts";
+import { NftablesDriver } from "./nft/driver.ts";
+import { readAddresses, ensureAddresses, sendGarp, garpSchedule } from "./addresses.ts";
+import { loadState, saveState } from "./state.ts";
+import { checkPoolDecision, checkOwnerDecision } from "./guard.ts";
+
+const applyLatency = new client.Histogram({ name: "lvsflow_executor_apply_seconds", help: "Kernel apply duration", labelNames: ["kind"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
+const refused = new client.Counter({ name: "lvsflow_executor_decisions_refused_total", help: "Decisions refused (stale term, wrong node, outside configuration)", labelNames: ["reason"], registers: [registry] });
+const heldGauge = new client.Gauge({ name: "lvsflow_executor_group_held", help: "1 while this node holds the group's addresses", labelNames: ["group"], registers: [registry] });
+
+interface PoolEntry { generation: number; spec: PoolSpec; eventId: string; correlationId: string | null }
+interface GroupEntry { generation: number; role: "owner" | "backup"; term: number; addresses: FloatingAddress[]; garp: number[]; eventId: string; correlationId: string | null }
+
+export async function startExecutor(ctx: ServiceContext): Promise<RunningService> {
+  const { site, node, model, bus, log } = ctx;
+  const source = { service: "executor" as const, node };
+  const statePath = join(ctx.stateDir, `executor-${node}.json`);
+  const state = loadState(statePath);
+  const driver = new NftablesDriver({ log });
+  const priority = model.nodes.find((n) => n.name === node)?.priority ?? 0;
+  const startedAt = new Date().toISOString();
+  const pools = new Map<string, PoolEntry>();
+  const groups = new Map<string, GroupEntry>();
+  const held = new Map<string, boolean>();
+  const cancelGarp = new Map<string, () => void>();
+  let applyFault: string | null = null;
+  let seq = 0;
+
+  // What does the kernel hold right now? Addresses of a group all present = held (fail static).
+  const present = await readAddresses().catch(() => []);
+  for (const g of model.groups) {
+    const all = g.addresses.every((a) => present.some((p) => p.address === a.address && p.interface === a.interface));
+    held.set(g.name, all);
+    if (all) log.info({ group: g.name, term: state.terms[g.name] ?? 0 }, "found the group's addresses in the kernel: keeping them until told otherwise");
+  }
+
+  const report = (kind: "pool" | "owner" | "resync", r: { ok: boolean; ops: string[]; error: string | null; readback: string | null; durationMs: number }, generation: number, cause: { eventId: string; correlationId: string | null } | null) => {
+    const ev = makeEvent("executor.applied", { node, kind, generation, ok: r.ok, ops: r.ops, durationMs: r.durationMs, error: r.error, readback: r.readback, subject: null },
+      { source, causationId: cause?.eventId ?? null, correlationId: cause?.correlationId ?? cause?.eventId ?? null, configVersion: ctx.configVersion });
+    bus.publish(subjects.report(site, node, kind), ev);
+  };
+
+  // ---- virtual services: one reconcile at a time, coalescing decisions that arrive meanwhile
+  let applying = false;
+  let dirty = false;
+  let lastCause: PoolEntry | null = null;
+  const applyPools = async () => {
+    if (applying) { dirty = true; return; }
+    // Never apply a partial desired state: that would delete the services we have not heard of yet.
+    if (!model.virtualServices.every((v) => pools.has(v.id))) return;
+    applying = true;
+    try {
+      do {
+        dirty = false;
+        const cause = lastCause;
+        const desired = [...pools.values()].map((p) => p.spec);
+        const t0 = performance.now();
+        await driver.ensureSysctls({ routeLocalnet: desired.some((p) => p.fallback?.address.startsWith("127.")) });
+        const r = await driver.apply(desired);
+        applyLatency.observe({ kind: "pool" }, (performance.now() - t0) / 1000);
+        applyFault = r.ok ? null : `kernel apply failing: ${r.error}`;
+        const gen = Math.max(...[...pools.values()].map((p) => p.generation));
+        if (r.ok) { state.appliedGeneration = gen; saveState(statePath, state); }
+        if (r.ops.length || !r.ok) {
+          log[r.ok ? "info" : "error"]({ ops: r.ops.length, error: r.error, readback: r.readback, ms: Math.round(r.durationMs) }, r.ok ? "applied virtual services" : "apply failed");
+          report("pool", r, gen, cause);
+        }
+      } while (dirty);
+    } finally {
+      applying = false;
+    }
+  };
+
+  const onPool = (ev: EventOf<"decision.pool">) => {
+    const d = ev.data;
+    if (d.node !== node) { refused.inc({ reason: "other-node" }); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
+    const bad = checkPoolDecision(model, d);
+    if (bad) { refused.inc({ reason: "outside-config" }); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
+    const cur = pools.get(d.pool.vs);
+    if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
+    const entry = { generation: d.generation, spec: d.pool, eventId: ev.id, correlationId: ev.correlationId };
+    pools.set(d.pool.vs, entry);
+    // A re-sent decision (same generation) still triggers a reconcile: it repairs drift.
+    if (!cur || cur.generation !== d.generation) lastCause = entry;
+    void applyPools();
+  };
+
+  // ---- floating address groups
+  const applyGroup = async (g: GroupEntry, name: string, reason: "decision" | "repair") => {
+    const want = g.role === "owner";
+    const t0 = performance.now();
+    let ops: string[] = [];
+    let error: string | null = null;
+    try {
+      ops = await ensureAddresses(g.addresses, want);
+    } catch (e) {
+      error = e instanceof Error ? e.message : String(e);
+    }
+    const wasHeld = held.get(name) ?? false;
+    held.set(name, want && !error);
+    heldGauge.set({ group: name }, want && !error ? 1 : 0);
+    applyLatency.observe({ kind: "owner" }, (performance.now() - t0) / 1000);
+    if (want && !wasHeld && !error) {
+      // Takeover: tell the neighbours where the addresses live now, on keepalived's schedule.
+      cancelGarp.get(name)?.();
+      cancelGarp.set(name, garpSchedule(g.garp, () => { for (const a of g.addresses) sendGarp(a.address, a.interface); }));
+      ops.push(`garp ${g.addresses.map((a) => a.address).join(",")} at ${g.garp.join(",")} ms`);
+    }
+    if (!want) { cancelGarp.get(name)?.(); cancelGarp.delete(name); }
+    if (ops.length || error) {
+      const r = { ok: !error, ops, error, readback: `${name}: ${want ? "held" : "released"}`, durationMs: performance.now() - t0 };
+      if (reason === "repair") {
+        log.warn({ group: name, ops }, "repaired address drift");
+        bus.publish(subjects.report(site, node, "drift"), makeEvent("executor.drift", { node, found: ops, repaired: !error }, { source, causationId: g.eventId, correlationId: g.correlationId, configVersion: ctx.configVersion }));
+      } else {
+        log.info({ group: name, role: g.role, term: g.term, ops, error }, "applied ownership");
+        report("owner", r, g.generation, g);
+      }
+    }
+  };
+
+  const onOwner = async (ev: EventOf<"decision.owner">) => {
+    const d = ev.data;
+    if (d.node !== node) { refused.inc({ reason: "other-node" }); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
+    const bad = checkOwnerDecision(model, d);
+    if (bad) { refused.inc({ reason: "outside-config" }); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
+    const known = Math.max(state.terms[d.group] ?? 0, groups.get(d.group)?.term ?? 0);
+    if (d.term < known) { refused.inc({ reason: "old-term" }); log.warn({ group: d.group, term: d.term, known }, "ignored a decision from an older term"); return; }
+    const cur = groups.get(d.group);
+    if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
+    if (cur && cur.generation === d.generation) return; // re-sent; the repair loop covers drift
+    const g: GroupEntry = { generation: d.generation, role: d.role, term: d.term, addresses: d.addresses, garp: d.garpScheduleMs, eventId: ev.id, correlationId: ev.correlationId };
+    groups.set(d.group, g);
+    state.terms[d.group] = d.term;
+    saveState(statePath, state);
+    await applyGroup(g, d.group, "decision");
+  };
+
+  // Owners re-add missing addresses; non-owners remove stale ones (no split brain left behind).
+  const repair = setInterval(() => { for (const [name, g] of groups) void applyGroup(g, name, "repair"); }, 1000);
+
+  // ---- faults and heartbeats
+  const ifaces = [...new Set(model.groups.flatMap((g) => g.addresses.map((a) => a.interface)))];
+  const faults = (): string[] => {
+    const f: string[] = [];
+    for (const i of ifaces) {
+      let st = "missing";
+      try { st = readFileSync(`/sys/class/net/${i}/operstate`, "utf8").trim(); } catch { /* missing */ }
+      if (st !== "up" && st !== "unknown") f.push(`interface ${i} ${st}`);
+    }
+    if (applyFault) f.push(applyFault);
+    return f;
+  };
+  const beat = () => {
+    const owned = [...held].filter(([, h]) => h).map(([group]) => ({ group, term: state.terms[group] ?? 0 }));
+    bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, faults: faults(), driver: "nftables" }, { source, configVersion: ctx.configVersion }));
+  };
+  const hb = setInterval(beat, model.timers.heartbeatMs);
+
+  bus.subscribe(subjects.decisionsFor(site, node), ["decision.pool", "decision.owner"], (ev) => (ev.type === "decision.pool" ? onPool(ev) : onOwner(ev)));
+  beat();
+
+  return {
+    async stop() { clearInterval(hb); clearInterval(repair); for (const c of cancelGarp.values()) c(); },
+    health() {
+      const f = faults();
+      return { ok: f.length === 0, faults: f, bus: bus.connected, appliedGeneration: state.appliedGeneration, held: Object.fromEntries(held), services: pools.size };
+    },
+  };
+}
