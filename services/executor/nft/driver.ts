@@ -136,6 +136,7 @@ export class NftablesDriver {
     let plan: Plan;
     let current: KernelState;
     try {
+      renderDesired(desired); // validation errors surface before the kernel is touched
       current = await this.read();
       plan = this.plan(desired, current);
     } catch (e) {
