@@ -1,0 +1,36 @@
+// lvsflow: one program for every service and tool.
+import { runCommand } from "./run.ts";
+import { auditCommand } from "./audit.ts";
+import { statusCommand } from "./status.ts";
+
+const USAGE = `lvsflow — highly available load balancing with Linux kernel rules, NATS and Redis
+
+  lvsflow run <prober|controller|executor|recorder|node> [options]   run a service
+  lvsflow config check FILE… [--json] [--strict]                      validate a configuration
+  lvsflow config schema                                               JSON Schema of the native file
+  lvsflow lab up | down | status                                      the seed's cluster in network namespaces
+  lvsflow audit [--since T] [--vip V] [--real R] [--json]             recorded history, in order
+  lvsflow status [--json] [--watch]                                   who owns what, which reals serve
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case "run": return runCommand(rest);
+    case "config": return (await import("./config.ts")).configCommand(rest);
+    case "lab": return (await import("../lab/main.ts")).labCommand(rest);
+    case "audit": return auditCommand(rest);
+    case "status": return statusCommand(rest);
+    case undefined: case "help": case "--help": case "-h":
+      process.stdout.write(USAGE);
+      return cmd ? 0 : 2;
+    default:
+      process.stderr.write(`lvsflow: unknown command "${cmd}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => process.exit(code), (e) => {
+  process.stderr.write(`lvsflow: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

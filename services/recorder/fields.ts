@@ -1,0 +1,12 @@
+// Index fields stored beside each audited event, so the audit query can filter without parsing.
+import type { Event } from "../../shared/schemas/events.ts";
+
+export function indexFields(ev: Event): string[] {
+  const f: Record<string, string> = { id: ev.id, type: ev.type, time: ev.time, node: ev.source.node, service: ev.source.service };
+  const d = ev.data as Record<string, unknown>;
+  if (ev.type === "health.result") { f.vs = ev.data.vs; f.real = ev.data.real; }
+  if (ev.type === "decision.pool") { f.vs = ev.data.pool.vs; f.real = ev.data.changes.map((c) => c.real).join(","); }
+  if (ev.type === "decision.owner") f.group = ev.data.group;
+  if (typeof d.node === "string") f.node = d.node;
+  return Object.entries(f).flatMap(([k, v]) => [k, v]);
+}
