@@ -1,0 +1,157 @@
+// The lab: the seed's two-balancer cluster on one machine. Namespaces for client, lb1, lb2,
+// rs1, rs2; nats-server and redis-server on the host's loopback; every lvsflow service of an LB
+// node running inside that node's namespace, reaching the bus through the management relay.
+import { mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { labUp, labDown, labTopology, setLinks, startLabProcess, killRecorded, type LabTopology, type LbName, type RealName, DEFAULT_PREFIX } from "./topology.ts";
+import { mapSeedAddresses } from "../../shared/config/lab-map.ts";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const CLI = join(ROOT, "bin/lvsflow.mjs");
+const TSX = ["--import", "tsx"];
+/** Port of the bus and Redis as every namespace sees them on its own loopback (via the relay). */
+const NS_NATS_PORT = 4222;
+const NS_REDIS_PORT = 6379;
+
+export interface LabOptions { dir: string; prefix?: string; natsPort?: number; redisPort?: number; node?: string }
+
+export class Lab {
+  readonly topo: LabTopology;
+  readonly natsPort: number;
+  readonly redisPort: number;
+  readonly configFile: string;
+  mapping: [string, string][] = [];
+
+  constructor(readonly opts: LabOptions) {
+    this.topo = labTopology(opts.prefix ?? DEFAULT_PREFIX);
+    this.natsPort = opts.natsPort ?? 14222;
+    this.redisPort = opts.redisPort ?? 16379;
+    this.configFile = join(opts.dir, "lab.yaml");
+  }
+
+  get dir() { return this.opts.dir; }
+  get natsUrl() { return `nats://127.0.0.1:${this.natsPort}`; }
+  get redisUrl() { return `redis://127.0.0.1:${this.redisPort}`; }
+  ns(name: string) { return `${this.topo.prefix}${name}`; }
+
+  /** Writes the lab configuration: the seed's ldirectord.cf with its addresses mapped, plus nodes and groups. */
+  writeConfig(): void {
+    const seed = readFileSync(join(ROOT, "infra/lab/seed-ldirectord.cf"), "utf8");
+    const { text, mapping } = mapSeedAddresses(seed);
+    this.mapping = mapping;
+    writeFileSync(join(this.dir, "ldirectord.cf"), text);
+    const native = readFileSync(join(ROOT, "infra/lab/lvsflow.yaml"), "utf8");
+    writeFileSync(this.configFile, `${native.trimEnd()}\ninclude: ldirectord.cf\n`);
+  }
+
+  private proc(name: string, ns: string | null, argv: string[]) {
+    return startLabProcess(this.dir, name, ns, argv, { ...process.env, LVSFLOW_LOG_JSON: "1" });
+  }
+
+  async up(): Promise<void> {
+    mkdirSync(join(this.dir, "state"), { recursive: true });
+    this.writeConfig();
+    await labUp({ prefix: this.topo.prefix, dir: this.dir });
+    this.proc("nats-server", null, ["nats-server", "-a", "127.0.0.1", "-p", String(this.natsPort)]);
+    this.proc("redis-server", null, ["redis-server", "--port", String(this.redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.dir]);
+    this.proc("relay-nats", null, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "host", join(this.dir, "nats.sock"), String(this.natsPort)]);
+    this.proc("relay-redis", null, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "host", join(this.dir, "redis.sock"), String(this.redisPort)]);
+    for (const r of ["rs1", "rs2"] as RealName[]) this.startReal(r);
+    for (const lb of ["lb1", "lb2"] as LbName[]) {
+      // The fallback (sorry) server of the seed: 127.0.0.1:80 and :443 on each balancer.
+      this.proc(`sorry-${lb}`, this.ns(lb), [process.execPath, ...TSX, join(ROOT, "services/lab/rs-server.ts"), "--name", `sorry-${lb}`, "--sorry", "--bind", "127.0.0.1", "--http", "80", "--https", "443"]);
+    }
+    await waitFor(() => existsSync(join(this.dir, "nats.sock")) && existsSync(join(this.dir, "redis.sock")), 10_000, "management relays");
+    this.proc("recorder", null, [process.execPath, CLI, "run", "recorder", "--node", "recorder", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl]);
+    for (const lb of ["lb1", "lb2"] as LbName[]) this.startNode(lb);
+  }
+
+  startReal(r: RealName): void {
+    this.proc(`http-${r}`, this.ns(r), [process.execPath, ...TSX, join(ROOT, "services/lab/rs-server.ts"), "--name", r, "--bind", "0.0.0.0", "--http", "80", "--https", "443"]);
+  }
+
+  async stopReal(r: RealName): Promise<void> {
+    await this.kill([`http-${r}`]);
+  }
+
+  /** Starts every lvsflow service of an LB node inside its namespace, plus its management relay. */
+  startNode(lb: LbName): void {
+    const ns = this.ns(lb);
+    this.proc(`${lb}-relay-nats`, ns, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "ns", String(NS_NATS_PORT), join(this.dir, "nats.sock")]);
+    this.proc(`${lb}-relay-redis`, ns, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "ns", String(NS_REDIS_PORT), join(this.dir, "redis.sock")]);
+    const common = ["--node", lb, "--config", this.configFile, "--nats", `nats://127.0.0.1:${NS_NATS_PORT}`, "--redis", `redis://127.0.0.1:${NS_REDIS_PORT}`, "--state-dir", join(this.dir, "state")];
+    for (const svc of ["executor", "controller", "prober"]) this.proc(`${lb}-${svc}`, ns, [process.execPath, CLI, "run", svc, ...common]);
+  }
+
+  /** SIGKILL-free stop of named lab processes (by recorded PID). */
+  async kill(names: string[]): Promise<void> {
+    const pidDir = join(this.dir, "pids");
+    const tmp = join(this.dir, "pids-kill");
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(join(tmp, "pids"), { recursive: true });
+    for (const n of names) if (existsSync(join(pidDir, n))) writeFileSync(join(tmp, "pids", n), readFileSync(join(pidDir, n)));
+    await killRecorded(tmp);
+    for (const n of names) rmSync(join(pidDir, n), { force: true });
+  }
+
+  /** Every lvsflow process of an LB node, SIGKILLed: a crash, not a clean stop. */
+  async crashNode(lb: LbName): Promise<void> {
+    const names = readdirSync(join(this.dir, "pids")).filter((n) => n.startsWith(`${lb}-`));
+    for (const n of names) {
+      const pid = Number(readFileSync(join(this.dir, "pids", n), "utf8").split(/\s+/)[0]);
+      try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+      rmSync(join(this.dir, "pids", n), { force: true });
+    }
+  }
+
+  async links(lb: LbName, up: boolean): Promise<void> {
+    await setLinks(lb, up, this.topo.prefix);
+  }
+
+  async down(): Promise<void> {
+    await labDown({ prefix: this.topo.prefix, dir: this.dir });
+  }
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+export async function labCommand(args: string[]): Promise<number> {
+  const sub = args[0] ?? "up";
+  const dir = process.env.LVSFLOW_LAB_DIR ?? "/tmp/lvsflow-lab";
+  const lab = new Lab({ dir });
+  if (sub === "down") { const r = await labDown({ dir }); process.stdout.write(`stopped ${r.killed.length} process(es), deleted ${r.deleted.length} namespace(s)\n`); return 0; }
+  if (sub === "status") { const { statusCommand } = await import("../cli/status.ts"); return statusCommand(["--nats", lab.natsUrl, "--site", "lab"]); }
+  if (sub !== "up") { process.stderr.write("usage: lvsflow lab up|down|status\n"); return 2; }
+  if (process.getuid?.() !== 0) { process.stderr.write("lvsflow lab needs root (network namespaces, nftables)\n"); return 1; }
+  await labDown({ dir }).catch(() => undefined); // a lab left behind by a crash
+  mkdirSync(dir, { recursive: true });
+  let stopping = false;
+  const stop = async () => { if (stopping) return; stopping = true; process.stdout.write("\ntearing the lab down…\n"); await lab.down(); process.exit(0); };
+  process.on("SIGINT", () => void stop());
+  process.on("SIGTERM", () => void stop());
+  try {
+    await lab.up();
+  } catch (e) {
+    process.stderr.write(`lab failed to start: ${e instanceof Error ? e.message : String(e)}\nlogs: ${dir}/logs\n`);
+    await lab.down();
+    return 1;
+  }
+  process.stdout.write(`lvsflow lab is up (logs in ${dir}/logs). Seed addresses mapped to documentation ranges:\n`);
+  for (const [from, to] of lab.mapping) process.stdout.write(`  ${from.padEnd(16)} -> ${to}\n`);
+  process.stdout.write(`Try: ip netns exec ${lab.ns("cli")} curl -s http://198.51.100.50/aaaa.html   |   lvsflow audit --site lab --redis ${lab.redisUrl}\nCtrl-C stops and removes everything.\n\n`);
+  const { collectStatus, renderStatus } = await import("../cli/status.ts");
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    if (stopping) break;
+    try { process.stdout.write("\x1b[2J\x1b[H" + renderStatus(await collectStatus([lab.natsUrl], "lab", 1200))); } catch { /* bus not up yet */ }
+  }
+  return 0;
+}
