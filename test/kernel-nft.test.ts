@@ -231,19 +231,67 @@ test("drift: a hand-deleted rule is detected by read/plan and repaired", { skip 
   assert.equal(Object.keys(tally(await hits(443, 2))).length, 1);
 });
 
-test("nft failure: ok:false with nft's error and the failing statement, nothing half-applied", { skip }, async () => {
+test("misfits: a squatting set of the wrong type and a chain with the wrong hook are replaced in one transaction", { skip }, async () => {
+  assert.equal((await driver.apply(seedPools())).ok, true);
   const pools = seedPools();
   pools[0].reals.push({ address: "203.0.113.13", port: 80, forwarding: "masq", weight: 1, lowerThreshold: null, upperThreshold: null });
-  // A stranger's set squats the name of the new real's affinity set with the wrong type.
-  const squat = affSetName(`tcp:${VIP}:80`, "203.0.113.13:80");
-  await sh(["nft", "add", "set", "ip", "lvsflow", squat, "{ type ipv6_addr; flags timeout; timeout 120s; }"], NS.lb);
+  const vs = `tcp:${VIP}:80`;
+  await sh(["nft", "add", "set", "ip", "lvsflow", affSetName(vs, "203.0.113.13:80"), "{ type ipv6_addr; flags timeout; timeout 120s; }"], NS.lb);
+  await sh(["nft", "add", "chain", "ip", "lvsflow", epChainName(vs, "203.0.113.13:80"), "{ type filter hook input priority 0; }"], NS.lb);
+  const r = await driver.apply(pools);
+  assert.equal(r.ok, true, r.error ?? "");
+  assert.ok(r.ops.includes(`delete set ip lvsflow ${affSetName(vs, "203.0.113.13:80")}`));
+  assert.ok(r.ops.includes(`delete chain ip lvsflow ${epChainName(vs, "203.0.113.13:80")}`));
+  const st = await driver.read();
+  assert.equal(st.sets[affSetName(vs, "203.0.113.13:80")].type, "ipv4_addr");
+  assert.equal(st.chains[epChainName(vs, "203.0.113.13:80")].hook, null);
+});
+
+test("nft failure: ok:false with nft's error and the failing statement, nothing half-applied", { skip }, async () => {
+  assert.equal((await driver.apply(seedPools())).ok, true);
+  // Forged drift the planner cannot see: a rule rewritten by hand with its comment kept. It
+  // jumps to the endpoint chain the next apply deletes, so that delete fails (EBUSY) late in
+  // the transaction, after the service chain was already flushed and refilled.
+  const vs = `tcp:${VIP}:80`, doomed = epChainName(vs, `${R2}:80`);
+  const st0 = await driver.read();
+  const rule = st0.chains.output.rules[0];
+  const comment = `${vs} #${rule.hash}`;
+  assert.equal(svcChainName(vs) < svcChainName(`tcp:${VIP}:443`), true, "output rule 0 is the port 80 dispatch");
+  await sh(["nft", "replace", "rule", "ip", "lvsflow", "output", "handle", String(rule.handle), "ip", "daddr", VIP, "tcp", "dport", "80", "goto", doomed, "comment", `"${comment}"`], NS.lb);
   const before = await driver.read();
+  const pools = seedPools();
+  pools[0].reals = pools[0].reals.filter((x) => x.address !== R2);
   const r = await driver.apply(pools);
   assert.equal(r.ok, false);
-  assert.match(r.error ?? "", /nft -f failed .*nothing applied[\s\S]*failing statement: add rule ip lvsflow/);
-  assert.deepEqual(await driver.read(), before, "the transaction was rolled back");
-  await sh(["nft", "delete", "set", "ip", "lvsflow", squat], NS.lb);
-  assert.equal((await driver.apply(pools)).ok, true);
+  assert.match(r.error ?? "", new RegExp(`nft -f failed .*nothing applied: [\\s\\S]*busy[\\s\\S]*failing statement: delete chain ip lvsflow ${doomed}`, "i"));
+  assert.ok(r.ops.some((o) => o.startsWith(`flush chain ip lvsflow ${svcChainName(vs)}`)), "earlier statements were in the same transaction");
+  assert.deepEqual(await driver.read(), before, "all or nothing");
+  await sh(["nft", "delete", "rule", "ip", "lvsflow", "output", "handle", String(rule.handle)], NS.lb);
+  assert.equal((await driver.apply(pools)).ok, true, "drift (now visible) is repaired");
+});
+
+test("a table owned by another process (nft flags owner) fails safe: ok:false, nothing run", { skip }, async () => {
+  await sh(["nft", "delete", "table", "ip", "lvsflow"], NS.lb);
+  const owner = spawn("ip", ["netns", "exec", NS.lb, "nft", "-i"], { stdio: ["pipe", "ignore", "ignore"] });
+  procs.push(owner);
+  const gone = new Promise((res) => owner.once("exit", res));
+  try {
+    owner.stdin!.write("add table ip lvsflow { flags owner; }\n");
+    const until = Date.now() + 5000;
+    while ((await runCmd(["nft", "list", "tables"], { netns: NS.lb })).stdout.trim() === "") {
+      assert.ok(Date.now() < until, "owned table not created");
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    const r = await driver.apply(seedPools());
+    assert.equal(r.ok, false);
+    assert.deepEqual(r.ops, []);
+    assert.ok(r.error, "an error is reported");
+  } finally {
+    owner.stdin!.end(); // the owned table dies with its owner
+    await gone;
+  }
+  const again = await driver.apply(seedPools());
+  assert.equal(again.ok, true, again.error ?? "");
 });
 
 test("invalid desired state is rejected before nft runs", { skip }, async () => {

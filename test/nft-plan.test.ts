@@ -33,7 +33,8 @@ function simulate(state: KernelState, script: string): KernelState {
       else st.sets[name] = { name, handle: handle++, type: "ipv4_addr", timeoutS: t, elements: 0 };
     } else if (verb === "add" && kind === "rule") {
       assert.ok(st.chains[name], `rule added to missing chain: ${line}`);
-      st.chains[name].rules.push({ handle: handle++, ...commentParts(/comment "([^"]*)"$/.exec(line)?.[1]) });
+      const refs = [...line.matchAll(/goto ([\w-]+)/g)].map((m) => m[1]).concat([...line.matchAll(/(@[\w-]+)/g)].map((m) => m[1]));
+      st.chains[name].rules.push({ handle: handle++, ...commentParts(/comment "([^"]*)"$/.exec(line)?.[1]), refs });
     } else if (verb === "flush") st.chains[name].rules = [];
     else if (verb === "delete" && kind === "chain") delete st.chains[name];
     else if (verb === "delete" && kind === "set") delete st.sets[name];
@@ -181,7 +182,7 @@ test("drift: a hand-deleted rule or a stranger's chain is found and only that is
   const st = simulate(EMPTY_STATE, planReconcile(seed(), EMPTY_STATE).script);
   const drifted = structuredClone(st);
   drifted.chains[svc(443)].rules.splice(1, 1);
-  drifted.chains["intruder"] = { name: "intruder", handle: 5, hook: null, rules: [{ handle: 6, label: "", hash: null }] };
+  drifted.chains["intruder"] = { name: "intruder", handle: 5, hook: null, rules: [{ handle: 6, label: "", hash: null, refs: [] }] };
   const p = planReconcile(seed(), drifted);
   assert.deepEqual(p.ops.filter((o) => /^(flush|delete)/.test(o)), [
     `flush chain ip lvsflow ${svc(443)}`, "flush chain ip lvsflow intruder", "delete chain ip lvsflow intruder",
@@ -198,12 +199,37 @@ test("parseNftJson reads chains, sets, rule comments; absent pieces default", ()
     { chain: { family: "ip", table: "lvsflow", name: "prerouting", handle: 1, type: "nat", hook: "prerouting", prio: -100, policy: "accept" } },
     { chain: { family: "ip", table: "lvsflow", name: "svc-1", handle: 3 } },
     { rule: { family: "ip", table: "lvsflow", chain: "svc-1", handle: 8, comment: "fallback #0123456789ab", expr: [] } },
-    { rule: { family: "ip", table: "lvsflow", chain: "svc-1", handle: 9, expr: [] } },
+    { rule: { family: "ip", table: "lvsflow", chain: "svc-1", handle: 9, expr: [
+      { match: { op: "==", left: { payload: { protocol: "ip", field: "saddr" } }, right: "@aff-1" } },
+      { vmap: { key: { numgen: { mode: "inc", mod: 1, offset: 0 } }, data: { set: [[0, { goto: { target: "ep-1" } }]] } } },
+    ] } },
   ] });
   const st = parseNftJson(json);
   assert.equal(st.table, true);
   assert.equal(st.chains.prerouting.hook, "prerouting");
-  assert.deepEqual(st.chains["svc-1"].rules, [{ handle: 8, label: "fallback", hash: "0123456789ab" }, { handle: 9, label: "", hash: null }]);
+  assert.deepEqual(st.chains["svc-1"].rules, [
+    { handle: 8, label: "fallback", hash: "0123456789ab", refs: [] },
+    { handle: 9, label: "", hash: null, refs: ["ep-1", "@aff-1"] },
+  ]);
   assert.deepEqual(st.sets["aff-1"], { name: "aff-1", handle: 5, type: "ipv4_addr", timeoutS: 120, elements: 1 });
   assert.equal(summarize(st), "1 service, 0 reals, 1 fallback, 1 affinity entry");
+});
+
+test("misfits: a squatting set of another type or a chain with the wrong hook is unhooked, deleted and recreated", () => {
+  const st = simulate(EMPTY_STATE, planReconcile(seed(), EMPTY_STATE).script);
+  const bad = structuredClone(st);
+  bad.sets[aff(80, 12)].type = "ipv6_addr";
+  bad.chains[ep(443, 11)].hook = "input";
+  const p = planReconcile(seed(), bad);
+  const i = (o: string) => p.ops.indexOf(o);
+  for (const c of [svc(80), ep(80, 12), svc(443), ep(443, 11)]) assert.ok(i(`flush chain ip lvsflow ${c}`) >= 0, `${c} flushed`);
+  assert.ok(i(`flush chain ip lvsflow ${svc(80)}`) < i(`delete set ip lvsflow ${aff(80, 12)}`));
+  assert.ok(i(`delete set ip lvsflow ${aff(80, 12)}`) < p.ops.findIndex((o) => o.startsWith(`add set ip lvsflow ${aff(80, 12)} `)));
+  assert.ok(i(`delete chain ip lvsflow ${ep(443, 11)}`) < i(`add chain ip lvsflow ${ep(443, 11)} { comment "tcp:${VIP}:443 203.0.113.11:443"; }`));
+  assert.equal(p.ops.filter((o) => o.startsWith("flush")).length, 4, "each chain flushed once");
+  for (const n of [aff(443, 12), aff(80, 11), ep(80, 11), ep(443, 12)]) assert.ok(!p.ops.some((o) => o.split(" ")[4] === n), `${n} untouched`);
+  const fixed = simulate(bad, p.script);
+  fixed.sets[aff(80, 12)].type = "ipv4_addr"; // the simulator keeps no types: the re-added set has the right one
+  fixed.chains[ep(443, 11)].hook = null;
+  assert.equal(planReconcile(seed(), fixed).changes, 0);
 });

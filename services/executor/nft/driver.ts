@@ -9,7 +9,8 @@ import { runCmd } from "../run.ts";
 import { FAMILY, TABLE, Transaction } from "./objects.ts";
 import { commentParts, needsRouteLocalnet, renderDesired } from "./render.ts";
 
-export interface KernelRule { handle: number; label: string; hash: string | null }
+/** refs: chains it jumps to and "@sets" it uses, so a misfit object can be unhooked before it is replaced. */
+export interface KernelRule { handle: number; label: string; hash: string | null; refs: string[] }
 export interface KernelChain { name: string; handle: number; hook: string | null; rules: KernelRule[] }
 export interface KernelSet { name: string; handle: number; type: string; timeoutS: number | null; elements: number }
 export interface KernelState { table: boolean; chains: Record<string, KernelChain>; sets: Record<string, KernelSet> }
@@ -25,7 +26,13 @@ type Json = Record<string, any>;
 
 /** Parses `nft -j list table ip lvsflow`. Only what reconciliation needs is kept. */
 export function parseNftJson(text: string): KernelState {
-  const items = (JSON.parse(text) as { nftables?: Json[] }).nftables ?? [];
+  let items: Json[];
+  try {
+    items = (JSON.parse(text) as { nftables?: Json[] }).nftables ?? [];
+  } catch (e) {
+    // Seen with nft 1.0.6: a table with `flags owner` is listed as truncated JSON.
+    throw new Error(`nft -j output is not valid JSON (${(e as Error).message}): ${text.slice(0, 200)}`);
+  }
   const st: KernelState = { table: false, chains: {}, sets: {} };
   for (const it of items) {
     if (it.table?.name === TABLE) st.table = true;
@@ -40,7 +47,9 @@ export function parseNftJson(text: string): KernelState {
     if (it.rule && it.rule.table === TABLE) {
       const r = it.rule;
       const c = (st.chains[r.chain] ??= { name: r.chain, handle: -1, hook: null, rules: [] });
-      c.rules.push({ handle: r.handle, ...commentParts(r.comment) });
+      const e = JSON.stringify(r.expr ?? []);
+      const refs = [...e.matchAll(/"target":"([^"]+)"/g), ...e.matchAll(/"(@[^"]+)"/g)].map((m) => m[1]);
+      c.rules.push({ handle: r.handle, ...commentParts(r.comment), refs });
     }
   }
   return st;
@@ -63,37 +72,57 @@ export function planReconcile(desired: PoolSpec[], current: KernelState): Plan {
   const want = renderDesired(desired);
   const tx = new Transaction();
   const reasons: string[] = [];
-  if (!current.table) { tx.add({ kind: "table" }); reasons.push(`table ${FAMILY} ${TABLE} missing`); }
+  const cur: KernelState = { table: current.table, chains: { ...current.chains }, sets: { ...current.sets } };
+  const flushed = new Set<string>();
+  const flush = (name: string) => {
+    if (flushed.has(name)) return;
+    tx.flush(name);
+    flushed.add(name);
+    cur.chains[name] = { ...cur.chains[name], rules: [] };
+  };
+  if (!cur.table) { tx.add({ kind: "table" }); reasons.push(`table ${FAMILY} ${TABLE} missing`); }
 
-  // 1. objects first (add is idempotent, but we only emit what is missing or different)
-  for (const d of want.chains) {
-    if (!current.chains[d.chain.name]) tx.add(d.chain);
+  // 0. misfits: an object with a desired name but the wrong kind (a set of another type, a chain
+  //    with another hook) cannot be fixed by `add`. Drop every reference to it, then delete it;
+  //    the steps below then treat it as missing and recreate it.
+  const badChains = want.chains.filter((d) => cur.chains[d.chain.name] && cur.chains[d.chain.name].hook !== (d.chain.base?.hook ?? null)).map((d) => d.chain.name);
+  const badSets = want.sets.filter((w) => cur.sets[w.name] && (cur.sets[w.name].type !== w.type || cur.sets[w.name].timeoutS === null)).map((w) => w.name);
+  if (badChains.length || badSets.length) {
+    const refs = new Set([...badChains, ...badSets.map((n) => "@" + n)]);
+    for (const c of Object.values(current.chains)) if (badChains.includes(c.name) || c.rules.some((r) => r.refs.some((x) => refs.has(x)))) flush(c.name);
+    for (const n of badChains) { tx.deleteChain(n); delete cur.chains[n]; flushed.delete(n); reasons.push(`chain ${n} has the wrong hook, recreated`); }
+    for (const n of badSets) { tx.deleteSet(n); delete cur.sets[n]; reasons.push(`set ${n} has the wrong type or flags, recreated`); }
   }
-  for (const s of want.sets) {
-    const k = current.sets[s.name];
-    if (!k) tx.add(s);
-    else if (k.timeoutS !== s.timeoutS) { tx.add(s); reasons.push(`set ${s.name} timeout ${k.timeoutS}s, want ${s.timeoutS}s`); }
+  // 1. objects (add is idempotent, but we only emit what is missing or different)
+  for (const d of want.chains) {
+    if (!cur.chains[d.chain.name]) tx.add(d.chain);
+  }
+  for (const w of want.sets) {
+    const k = cur.sets[w.name];
+    if (!k) tx.add(w);
+    else if (k.timeoutS !== w.timeoutS) { tx.add(w); reasons.push(`set ${w.name} timeout ${k.timeoutS}s, want ${w.timeoutS}s`); }
   }
   // 2. rules: flush + re-add only chains whose rules differ (count, or the hash in the comments)
   for (const d of want.chains) {
-    const k = current.chains[d.chain.name];
+    const k = cur.chains[d.chain.name];
     const same = k && k.rules.length === d.rules.length && k.rules.every((r) => r.hash === d.hash);
     if (same) continue;
-    if (k) { tx.flush(d.chain); reasons.push(`chain ${d.chain.name} rules differ (${d.chain.comment ?? d.chain.name})`); }
-    else reasons.push(`chain ${d.chain.name} missing (${d.chain.comment ?? d.chain.name})`);
+    if (k && !flushed.has(d.chain.name)) { flush(d.chain.name); reasons.push(`chain ${d.chain.name} rules differ (${d.chain.comment ?? d.chain.name})`); }
+    else if (!k) reasons.push(`chain ${d.chain.name} missing (${d.chain.comment ?? d.chain.name})`);
     for (const r of d.rules) tx.add(r);
   }
-  // 3. removals last: their references are gone by now. Flushing all of them first lets
-  //    stale chains that jump to each other be deleted in any order.
+  // 3. removals last, when the rules that used them are gone. Stale chains are flushed first (they
+  //    may jump to each other or use stale sets), then sets go (a stale verdict map may point at a
+  //    stale chain), then chains.
   const wantChains = new Set(want.chains.map((c) => c.chain.name));
-  const goneChains = Object.keys(current.chains).filter((n) => !wantChains.has(n)).sort();
-  for (const n of goneChains) { tx.flush(n); reasons.push(`chain ${n} not desired`); }
-  for (const n of goneChains) tx.deleteChain(n);
-  const wantSets = new Set(want.sets.map((s) => s.name));
-  for (const n of Object.keys(current.sets).filter((n) => !wantSets.has(n)).sort()) {
+  const goneChains = Object.keys(cur.chains).filter((n) => !wantChains.has(n)).sort();
+  for (const n of goneChains) { flush(n); reasons.push(`chain ${n} not desired`); }
+  const wantSets = new Set(want.sets.map((w) => w.name));
+  for (const n of Object.keys(cur.sets).filter((n) => !wantSets.has(n)).sort()) {
     tx.deleteSet(n);
     reasons.push(`set ${n} not desired`);
   }
+  for (const n of goneChains) tx.deleteChain(n);
   return { script: tx.render(), ops: tx.ops, changes: tx.size, reasons };
 }
 
