@@ -5,6 +5,8 @@ import type { PoolSpec } from "../shared/schemas/events.ts";
 import { EMPTY_STATE, parseNftJson, planReconcile, summarize, type KernelState } from "../services/executor/nft/driver.ts";
 import { affSetName, commentParts, epChainName, needsRouteLocalnet, NftValidationError, renderDesired, svcChainName } from "../services/executor/nft/render.ts";
 import { Transaction, checkComment } from "../services/executor/nft/objects.ts";
+import { runCmd } from "../services/executor/run.ts";
+import { garpSchedule } from "../services/executor/addresses.ts";
 
 const VIP = "198.51.100.50";
 function seedPool(port: number, over: Partial<PoolSpec> = {}): PoolSpec {
@@ -232,4 +234,28 @@ test("misfits: a squatting set of another type or a chain with the wrong hook is
   fixed.sets[aff(80, 12)].type = "ipv4_addr"; // the simulator keeps no types: the re-added set has the right one
   fixed.chains[ep(443, 11)].hook = null;
   assert.equal(planReconcile(seed(), fixed).changes, 0);
+});
+
+test("runCmd: argv without a shell, stdin input, timeout kills, bad netns names refused", async () => {
+  const echo = await runCmd([process.execPath, "-e", "process.stdin.pipe(process.stdout); console.error(process.argv[1])", "$(id) ; `x`"], { input: "in\n" });
+  assert.deepEqual(echo, { code: 0, stdout: "in\n", stderr: "$(id) ; `x`\n" });
+  const t0 = Date.now();
+  const slow = await runCmd([process.execPath, "-e", "setTimeout(() => {}, 10000)"], { timeoutMs: 200 });
+  assert.equal(slow.code, 124);
+  assert.ok(Date.now() - t0 < 3000);
+  assert.equal((await runCmd(["/nonexistent/tool"])).code, 127);
+  await assert.rejects(runCmd(["true"], { netns: "x; reboot" }), /invalid network namespace/);
+  await assert.rejects(runCmd(["true"], { netns: ".." }), /invalid network namespace/);
+});
+
+test("garpSchedule fires at the offsets and can be cancelled", async () => {
+  const fired: number[] = [];
+  const t0 = Date.now();
+  garpSchedule([0, 30], () => fired.push(Date.now() - t0));
+  const cancel = garpSchedule([20, 60], () => fired.push(-1));
+  setTimeout(cancel, 40);
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal(fired.filter((f) => f >= 0).length, 2);
+  assert.equal(fired.filter((f) => f === -1).length, 1, "the 60 ms GARP was cancelled");
+  assert.throws(() => garpSchedule([-5], () => {}));
 });

@@ -20,14 +20,15 @@ export function withNetns(argv: string[], netns?: string): string[] {
 }
 
 /**
- * Resolves (never rejects) with the exit code: 124 on timeout (like timeout(1)), 127 when the
- * program cannot be started, 128+n when killed by signal n.
+ * Resolves with the exit code: 124 on timeout (like timeout(1)), 127 when the program cannot be
+ * started, 128+n when killed by signal n. Rejects only on invalid argv or netns name.
  */
 export function runCmd(argv: string[], opts: CmdOptions = {}): Promise<CmdResult> {
   if (argv.length === 0 || argv.some((a) => typeof a !== "string" || a.includes("\0"))) {
     return Promise.reject(new Error("runCmd: argv must be non-empty strings without NUL"));
   }
-  const full = withNetns(argv, opts.netns);
+  let full: string[];
+  try { full = withNetns(argv, opts.netns); } catch (e) { return Promise.reject(e); }
   const timeoutMs = opts.timeoutMs ?? 5000;
   return new Promise((resolve) => {
     const child = spawn(full[0], full.slice(1), { stdio: ["pipe", "pipe", "pipe"], shell: false });
@@ -37,8 +38,11 @@ export function runCmd(argv: string[], opts: CmdOptions = {}): Promise<CmdResult
     child.stdout.setEncoding("utf8").on("data", (d: string) => { if (stdout.length < MAX_OUTPUT) stdout += d; });
     child.stderr.setEncoding("utf8").on("data", (d: string) => { if (stderr.length < MAX_OUTPUT) stderr += d; });
     child.on("error", (e) => finish({ code: 127, stdout, stderr: stderr + String(e.message) }));
+    const onTimeout = () => finish({ code: 124, stdout, stderr: stderr + `\n${full[0]} killed after ${timeoutMs} ms timeout` });
+    // After a timeout, "exit" is enough: a surviving grandchild may hold the pipes open forever.
+    child.on("exit", () => { if (timedOut) onTimeout(); });
     child.on("close", (code, signal) => {
-      if (timedOut) finish({ code: 124, stdout, stderr: stderr + `\n${full[0]} killed after ${timeoutMs} ms timeout` });
+      if (timedOut) onTimeout();
       else finish({ code: code ?? 128 + (signal ? constants.signals[signal] ?? 0 : 0), stdout, stderr });
     });
     // EPIPE when the tool exits before reading its input shows up as its own exit status.

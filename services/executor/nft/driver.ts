@@ -173,7 +173,12 @@ export class NftablesDriver {
     }
     if (plan.changes === 0) return done({ ok: true, ops: [], error: null, readback: summarize(current), changes: 0 });
 
-    const ops = [...(await this.ensureSysctls({ routeLocalnet: needsRouteLocalnet(desired) }).catch((e) => [`sysctl failed: ${(e as Error).message}`])), ...plan.ops];
+    // Sysctls ride along with real changes only, so an in-sync kernel costs one `nft list`.
+    const sysctls = await this.ensureSysctls({ routeLocalnet: needsRouteLocalnet(desired) }).catch((e: Error) => {
+      this.log?.warn({ err: e.message }, "sysctl write failed");
+      return [] as string[];
+    });
+    const ops = [...sysctls, ...plan.ops];
     const r = await runCmd(["nft", "-f", "-"], { input: plan.script, netns: this.netns, timeoutMs: 30_000 });
     if (r.code !== 0) {
       const stmt = failingStatement(plan.script, r.stderr);
