@@ -47,6 +47,7 @@ export function layoutLdirectord(text: string, c: Collector): Layout {
   let last: Block | null = null; // lenient: the block a stray per-virtual line may still join
   let style: "indented" | "flat" | null = null;
   let crlf = false;
+  let blank = false; // a blank line since the last virtual= line
   const lines = text.split("\n");
 
   for (let i = 0; i < lines.length; i++) {
@@ -58,6 +59,7 @@ export function layoutLdirectord(text: string, c: Collector): Layout {
       crlf = true;
     }
     if (/^\s*$/.test(raw)) {
+      blank = true;
       if (open) last = open;
       open = null; // a blank line ends a virtual block (ldirectord)
       continue;
@@ -76,6 +78,7 @@ export function layoutLdirectord(text: string, c: Collector): Layout {
       const header = statement(raw, ws.length, no, false, c);
       if (header) {
         open = last = { header, stmts: [] };
+        blank = false;
         blocks.push(open);
         style = null;
       } else open = last = null;
@@ -87,8 +90,8 @@ export function layoutLdirectord(text: string, c: Collector): Layout {
     if (c.strict) {
       if (open && width >= 4) into = open;
       else {
-        if (open && !indented && scope === "GV") {
-          c.warn(no, col, key, `read as a global directive: it is not indented under the virtual= line ${open.header.line}`, INDENT_FIX);
+        if (last && !blank && !indented && scope === "GV") {
+          c.warn(no, col, key, `read as a global directive: it is not indented under the virtual= line ${last.header.line}`, INDENT_FIX);
         }
         open = null;
         if (indented) {

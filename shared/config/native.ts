@@ -10,7 +10,7 @@ import { isIP } from "node:net";
 import { LineCounter, parseDocument, isMap, isSeq, isScalar, type Document, type Node } from "yaml";
 import { z } from "zod";
 import {
-  Check, CONFIG_SCHEMA_VERSION, Family, FloatingGroup, Forwarding, Global, IpAddress, LbNode, Name, Port, Protocol, Timers,
+  Check, CONFIG_SCHEMA_VERSION, Family, FloatingAddress, FloatingGroup, Forwarding, Global, IpAddress, LbNode, Name, Port, Protocol, Timers,
   VirtualService, vsId, type FloatingGroup as FloatingGroupT, type LbNode as LbNodeT,
 } from "../schemas/config.ts";
 import { Collector, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
@@ -54,8 +54,8 @@ export const NativeFile = z.strictObject({
   schemaVersion: z.literal(CONFIG_SCHEMA_VERSION).optional(),
   include: z.union([z.string().min(1), z.array(z.string().min(1))]).optional(),
   site: Name.optional(),
-  nodes: z.array(LbNode).optional(),
-  groups: z.array(FloatingGroup).optional(),
+  nodes: z.array(LbNode.strict()).optional(),
+  groups: z.array(FloatingGroup.extend({ addresses: z.array(FloatingAddress.strict()).min(1) }).strict()).optional(),
   timers: Timers.partial().strict().optional(),
   global: Global.partial().strict().optional(),
   virtualServices: z.array(NativeVirtualService).optional(),
