@@ -574,3 +574,34 @@ test("fuzz: 2000 seeded mutations of the seed never throw anything but ConfigErr
   }
   ok(Date.now() - started < 20_000);
 });
+
+test("fuzz: 500 seeded mutations of the lab's native YAML, with include, never escape as anything but ConfigError", () => {
+  let state = 0x1b873593;
+  const rnd = (n: number) => { state ^= state << 13; state ^= state >>> 17; state ^= state << 5; return (state >>> 0) % n; };
+  const alphabet = " \t#:-[]{}&*!|>'\",?%@`0123456789abz\n";
+  const base = `${LAB_YAML}include: ldirectord.cf\nvirtualServices:\n  - { address: 198.51.100.50, port: 8080, reals: [{ address: 203.0.113.11, forwarding: masq }] }\n`;
+  const read = reader({ "/lab/ldirectord.cf": SEED });
+  for (let i = 0; i < 500; i++) {
+    let text = base;
+    for (let m = 1 + rnd(3); m > 0; m--) {
+      const p = rnd(text.length);
+      text = rnd(2) ? text.slice(0, p) + alphabet[rnd(alphabet.length)] + text.slice(p) : text.slice(0, p) + text.slice(p + 1 + rnd(6));
+    }
+    try {
+      loadConfigSources([{ path: "/lab/lvsflow.yaml", text }], { readFile: read });
+    } catch (e) {
+      if (!(e instanceof ConfigError)) assert.fail(`mutation ${i} threw ${(e as Error).stack}\n--- input ---\n${text}`);
+      for (const d of e.diagnostics) ok(d.line >= 1 && d.col >= 1, `mutation ${i}: ${formatDiagnostic(d)}`);
+    }
+  }
+});
+
+test("§1.2 ldirectord ignores what follows the address of virtual=, so a trailing comment there is fine", () => {
+  assert.equal(one("virtual=192.0.2.10:80 # web\n    real=192.0.2.21 masq\n", true).id, "tcp:192.0.2.10:80");
+});
+
+test("native YAML: YAML tags and recursive aliases are errors at their line, not crashes", () => {
+  const e = errs(parseNative("nodes:\n  - name: a\n    priority: !!timestamp 2001-12-14\n", "n.yaml").diagnostics);
+  assert.equal(formatDiagnostic(e[0]).startsWith("n.yaml:3:5: error: nodes[0].priority: unsupported YAML value"), true);
+  ok(errs(parseNative("nodes: &x [*x]\n", "n.yaml").diagnostics).length === 1, "recursive alias");
+});

@@ -146,20 +146,23 @@ function statement(raw: string, indent: number, no: number, virtualLine: boolean
   const start = indent + m[0].length;
   const rest = raw.slice(start);
   const hashAt = rest.indexOf("#");
+  // ldirectord matches the address at the start of a virtual= value and ignores what follows.
+  const header = !virtualLine && (key === "virtual" || key === "virtual6");
   // What ldirectord captures: virtual lines are cut at any '#', global lines are taken whole.
   const ldValue = virtualLine && hashAt >= 0 ? rest.slice(0, hashAt) : rest;
   let value: string;
   if (c.strict) {
     value = ldValue.trimEnd();
     const cm = virtualLine ? -1 : commentAt(rest);
-    if (cm >= 0) {
+    if (cm >= 0 && header) value = rest.slice(0, cm).trimEnd();
+    else if (cm >= 0) {
       c.error(no, start + cm + 1, key, "trailing comment: ldirectord does not strip comments on global lines, they become part of the value", "move the comment to its own line");
       value = rest.slice(0, cm).trimEnd();
     }
   } else {
     const cm = commentAt(rest);
     value = (cm >= 0 ? rest.slice(0, cm) : rest).trimEnd();
-    if (cm >= 0 && !virtualLine) c.warn(no, start + cm + 1, key, "trailing comment removed; ldirectord keeps it as part of the value", "move the comment to its own line");
+    if (cm >= 0 && !virtualLine && !header) c.warn(no, start + cm + 1, key, "trailing comment removed; ldirectord keeps it as part of the value", "move the comment to its own line");
     if (virtualLine && value.includes("#")) {
       c.warn(no, start + value.indexOf("#") + 1, key, `ldirectord cuts virtual lines at '#', even inside quotes: it would read "${rest.slice(0, hashAt).trim()}"`, "avoid '#' in virtual lines");
     }

@@ -52,7 +52,7 @@ type NativeVs = z.infer<typeof NativeVirtualService>;
 
 export const NativeFile = z.strictObject({
   schemaVersion: z.literal(CONFIG_SCHEMA_VERSION).optional(),
-  include: z.union([z.string().min(1), z.array(z.string().min(1))]).optional(),
+  include: z.union([z.string().min(1), z.array(z.string().min(1))], { error: "must be a path or a list of paths" }).optional(),
   site: Name.optional(),
   nodes: z.array(LbNode.strict()).optional(),
   groups: z.array(FloatingGroup.extend({ addresses: z.array(FloatingAddress.strict()).min(1) }).strict()).optional(),
@@ -98,7 +98,7 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
   if (doc.errors.length) return finish(result);
   let data: unknown;
   try {
-    data = doc.toJS({ maxAliasCount: 1000 });
+    data = doc.toJS();
   } catch (e) {
     c.error(1, 1, null, `cannot read the YAML: ${(e as Error).message}`);
     return finish(result);
@@ -106,6 +106,11 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
   if (data === null || data === undefined) return finish(result); // an empty file contributes nothing
   if (typeof data !== "object" || Array.isArray(data)) {
     at([], "expected a mapping with some of: site, nodes, groups, timers, global, virtualServices, include");
+    return finish(result);
+  }
+  const odd = exotic(data, []);
+  if (odd) {
+    at(odd, "unsupported YAML value (a binary, timestamp, set or ordered-map tag, or a recursive alias)", "use plain strings, numbers, lists and mappings");
     return finish(result);
   }
   const parsed = NativeFile.safeParse(data);
@@ -208,6 +213,22 @@ export function completeVirtualService(
     return null;
   }
   return r.data;
+}
+
+/** Path of the first value that is not plain JSON data: YAML tags can produce Buffers, Dates or
+ *  Maps, and an alias inside its own anchor a cycle. */
+function exotic(v: unknown, path: Path, stack = new Set<object>()): Path | null {
+  if (v === null || typeof v !== "object") return null;
+  const proto = Object.getPrototypeOf(v);
+  if (stack.has(v) || (!Array.isArray(v) && proto !== Object.prototype && proto !== null)) return path;
+  stack.add(v);
+  const entries: [string | number, unknown][] = Array.isArray(v) ? v.map((x, i) => [i, x]) : Object.entries(v);
+  for (const [k, x] of entries) {
+    const p = exotic(x, [...path, k], stack);
+    if (p) return p;
+  }
+  stack.delete(v);
+  return null;
 }
 
 const seg = (s: PropertyKey): string | number => (typeof s === "number" ? s : String(s));
