@@ -91,8 +91,10 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     const h = ev.data;
     lastSeen.set(h.node, t);
     if (peerAlive.get(h.node) !== true) publishPeer(h.node, true, 0, ev.id);
+    // A peer found dead now is the cause of whatever this heartbeat leads the machine to decide.
+    const cause = checkPeers(t) ?? ev.id;
     for (const [group, a] of owners) {
-      a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: h.faults, eventId: ev.id });
+      a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: h.faults, eventId: cause });
     }
   };
   const publishPeer = (peer: string, isAlive: boolean, ago: number | null, cause: string | null) => {
@@ -104,6 +106,18 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     return ev.id;
   };
 
+  /** Publishes a peer.state for every peer that just went silent; returns the last such event's id. */
+  function checkPeers(t: number): string | undefined {
+    if (!bus.connected) return undefined;
+    let cause: string | undefined;
+    for (const [peer, seen] of lastSeen) {
+      if (peerAlive.get(peer) && !alive({ priority: 0, lastSeen: seen, holds: null, faults: [] }, t, model.timers.deadMs)) {
+        cause = publishPeer(peer, false, t - seen, null);
+      }
+    }
+    return cause;
+  }
+
   bus.subscribe(subjects.healthAll(site), ["health.result", "health.summary"], onHealth);
   bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], onHeartbeat);
   bus.onStatus((up) => { const t = now(); for (const a of owners.values()) a.send({ type: "BUS", now: t, up }); });
@@ -111,15 +125,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   // Ownership needs prompt detection (dead time 300 ms): tick often; it is cheap.
   const fastTick = setInterval(() => {
     const t = now();
-    let cause: string | undefined;
-    if (bus.connected) {
-      for (const [peer, seen] of lastSeen) {
-        if (peerAlive.get(peer) && !alive({ priority: 0, lastSeen: seen, holds: null, faults: [] }, t, model.timers.deadMs)) {
-          // The ownership decision that follows (if any) names this event as its cause.
-          cause = publishPeer(peer, false, t - seen, null);
-        }
-      }
-    }
+    const cause = checkPeers(t);
     for (const a of owners.values()) a.send({ type: "TICK", now: t, ...(cause ? { eventId: cause } : {}) });
   }, Math.max(10, Math.floor(model.timers.heartbeatMs / 2)));
   const slowTick = setInterval(() => { const t = now(); for (const a of pools.values()) a.send({ type: "TICK", now: t }); }, 250);

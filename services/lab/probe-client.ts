@@ -29,7 +29,10 @@ function one(): void {
     res.on("end", () => finish({ ok: res.statusCode === 200, rs: String(res.headers["x-rs"] ?? "") }));
     res.on("error", (e) => finish({ ok: false, err: e.message }));
   });
-  req.setTimeout(timeoutMs, () => req.destroy(new Error("timeout")));
+  // A hard deadline from the start: req.setTimeout only measures idleness, and a SYN retransmit
+  // would otherwise turn an outage into a slow success.
+  const deadline = setTimeout(() => { req.destroy(new Error("timeout")); finish({ ok: false, err: "timeout" }); }, timeoutMs);
+  req.on("close", () => clearTimeout(deadline));
   req.on("error", (e: NodeJS.ErrnoException) => finish({ ok: false, err: e.code ?? e.message }));
 }
 
