@@ -18,7 +18,7 @@ export type Forwarding = z.infer<typeof Forwarding>;
 export const Protocol = z.enum(["tcp", "udp", "fwm"]);
 export const Family = z.enum(["ipv4", "ipv6"]);
 
-export const CheckType = z.enum(["connect", "negotiate", "ping", "external", "on", "off", "combined"]);
+export const CheckType = z.enum(["connect", "negotiate", "ping", "external", "on", "off", "combined", "plugin"]);
 export const Service = z.enum([
   "dns", "ftp", "http", "https", "http_proxy", "imap", "imaps", "ldap", "ldaps", "mysql", "nntp", "none",
   "oracle", "pgsql", "pop", "pops", "radius", "simpletcp", "sip", "smtp", "submission",
@@ -46,6 +46,23 @@ export const Check = z.object({
   command: z.string().nullable().default(null),
   /** Verify the server certificate for https (ldirectord never does). */
   tlsVerify: z.boolean().default(false),
+  /** keepalived `retry`: extra attempts within one check before it counts as failed. */
+  retry: z.number().int().min(0).max(10).default(0),
+  /** keepalived `delay_before_retry`, seconds between two attempts of one check. */
+  delayBeforeRetry: z.number().min(0).default(1),
+  /** keepalived `connect_timeout`, seconds for the TCP/TLS connect alone; null = the check's timeout. */
+  connectTimeout: z.number().positive().nullable().default(null),
+  /** keepalived `status_code`: accepted HTTP statuses ("200", "200-299"); null = any 2xx (ldirectord). */
+  statusCodes: z.array(z.string().regex(/^[1-5]\d\d(-[1-5]\d\d)?$/, "a status code or range like 200-299")).nullable().default(null),
+  /** checkType plugin: the name an in-process probe module registered under. */
+  plugin: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, "plugin names are letters, digits, _ . -").nullable().default(null),
+  /** Free-form settings handed to the plugin. */
+  pluginOptions: z.record(z.string(), z.unknown()).default({}),
+  /** Credentials (ldirectord login/passwd/database/secret). Never logged or published. */
+  login: z.string().optional(),
+  passwd: z.string().optional(),
+  database: z.string().optional(),
+  secret: z.string().optional(),
 });
 export type Check = z.infer<typeof Check>;
 
