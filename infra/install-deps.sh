@@ -3,7 +3,8 @@
 set -euo pipefail
 need=()
 for p in nats-server redis-server nftables iproute2 iputils-arping openssl procps \
-  iputils-ping dnsmasq-base dovecot-imapd dovecot-pop3d vsftpd tinyproxy; do
+  iputils-ping dnsmasq-base dovecot-imapd dovecot-pop3d vsftpd tinyproxy \
+  conntrack chromium; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
