@@ -9,6 +9,11 @@
 //   lvsflow.<site>.peer.<observer>.<peer>          peer.state      (controller: liveness changes)
 //   lvsflow.<site>.report.<node>.<kind>            executor.applied / executor.drift
 //   lvsflow.<site>.rejected.<service>.<node>       bus.rejected    (any service that dropped an invalid message)
+//   lvsflow.<site>.command.request.<action>        command.request (lvsflow CLI / dashboard → every controller)
+//   lvsflow.<site>.command.ack.<node>              command.ack     (controller: applied/done/refused/failed)
+//   lvsflow.<site>.command.state.<node>            command.state   (controller: its override map, for catch-up)
+//   lvsflow.<site>.report.<node>.connections       executor.connections (executor: active connections per real)
+//   lvsflow.<site>.query.view                      request; each controller replies with controller.view
 import type { EventType } from "./schemas/events.ts";
 
 /** Encode an id (e.g. "tcp:198.51.100.50:80") as one subject token. */
@@ -29,9 +34,18 @@ export const subjects = {
   peer: (site: string, observer: string, peer: string) => `lvsflow.${site}.peer.${token(observer)}.${token(peer)}`,
   report: (site: string, node: string, kind: string) => `lvsflow.${site}.report.${token(node)}.${token(kind)}`,
   rejected: (site: string, service: string, node: string) => `lvsflow.${site}.rejected.${token(service)}.${token(node)}`,
+  commandRequest: (site: string, action: string) => `lvsflow.${site}.command.request.${token(action)}`,
+  commandRequestAll: (site: string) => `lvsflow.${site}.command.request.*`,
+  commandAck: (site: string, node: string) => `lvsflow.${site}.command.ack.${token(node)}`,
+  commandAckAll: (site: string) => `lvsflow.${site}.command.ack.*`,
+  commandState: (site: string, node: string) => `lvsflow.${site}.command.state.${token(node)}`,
+  commandStateAll: (site: string) => `lvsflow.${site}.command.state.*`,
+  connectionsAll: (site: string) => `lvsflow.${site}.report.*.connections`,
+  queryView: (site: string) => `lvsflow.${site}.query.view`,
 };
 
 /** Event types the recorder keeps in the audit history (heartbeats and summaries are telemetry). */
 export const AUDITED: ReadonlySet<EventType> = new Set<EventType>([
   "health.result", "decision.pool", "decision.owner", "peer.state", "executor.applied", "executor.drift", "bus.rejected",
+  "command.request", "command.ack",
 ]);

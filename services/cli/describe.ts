@@ -13,7 +13,8 @@ export function describe(ev: Event): string {
       const d = ev.data;
       const reals = d.pool.reals.map((r) => `${r.address}:${r.port}${r.weight === 0 ? "(quiescent)" : `/w${r.weight}`}`).join(" ") || "none";
       const ch = d.changes.map((c) => `${c.real} ${c.from}->${c.to}: ${c.why}`).join("; ");
-      return `${d.pool.vs} for ${d.node} gen ${d.generation}: reals ${reals}${d.fallbackActive && d.pool.fallback ? `, FALLBACK ${d.pool.fallback.address}:${d.pool.fallback.port}` : ""}${ch ? ` | ${ch}` : ""}`;
+      const op = (d.operator ?? []).map((o) => `${o.real} ${o.state}: ${o.why}`).join("; ");
+      return `${d.pool.vs} for ${d.node} gen ${d.generation}: reals ${reals}${d.fallbackActive && d.pool.fallback ? `, FALLBACK ${d.pool.fallback.address}:${d.pool.fallback.port}` : ""}${ch ? ` | ${ch}` : ""}${op ? ` | operator: ${op}` : ""}`;
     }
     case "decision.owner":
       return `group ${ev.data.group}: ${ev.data.node} becomes ${ev.data.role.toUpperCase()} term ${ev.data.term}: ${ev.data.why}`;
@@ -27,5 +28,22 @@ export function describe(ev: Event): string {
       return `${ev.data.node} found drift: ${ev.data.found.join("; ")}${ev.data.repaired ? " (repaired)" : ""}`;
     case "bus.rejected":
       return `${ev.data.service} rejected a message on ${ev.data.subject}: ${ev.data.reason}`;
+    case "command.request": {
+      const d = ev.data;
+      const what = d.action === "failover" ? `group ${d.group} to ${d.to ?? "priorities (pin cleared)"}`
+        : d.action === "maintenance" ? `${d.real} ${d.on ? "on" : "off"}`
+        : d.action === "weight" ? `${d.vs} ${d.real} ${d.weight ?? "configured weight"}`
+        : d.action === "drain" ? `${d.vs} ${d.real}${d.timeoutMs !== null ? ` (timeout ${d.timeoutMs / 1000} s)` : ""}`
+        : `${d.real}`;
+      return `${d.issuedBy} ordered ${d.action} ${what}${d.reason ? ` (${d.reason})` : ""}`;
+    }
+    case "command.ack":
+      return `${ev.data.node} ${ev.data.status} command ${ev.data.commandId}: ${ev.data.detail}`;
+    case "command.state":
+      return `${ev.data.node} holds ${ev.data.entries.filter((e) => e.value !== null).length} operator override(s)`;
+    case "executor.connections":
+      return `${ev.data.node} connections (${ev.data.source}): ${ev.data.counts.map((c) => `${c.vs} ${c.real}=${c.active}`).join(", ") || "none"}`;
+    case "controller.view":
+      return `${ev.data.node} view: ${ev.data.pools.length} virtual service(s), ${ev.data.groups.length} group(s)`;
   }
 }

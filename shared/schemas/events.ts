@@ -7,7 +7,7 @@ import { Forwarding, IpAddress, Port, Protocol, Family, Persistence, Name } from
 export const EVENT_SCHEMA_VERSION = 1;
 
 export const Source = z.object({
-  service: z.enum(["prober", "controller", "executor", "recorder", "cli", "witness", "external"]),
+  service: z.enum(["prober", "controller", "executor", "recorder", "cli", "witness", "external", "dashboard"]),
   node: z.string().min(1).max(64),
 });
 
@@ -55,6 +55,8 @@ export const PoolReal = z.object({
   weight: z.number().int().min(0).max(65535),
   lowerThreshold: z.number().int().nullable().default(null),
   upperThreshold: z.number().int().nullable().default(null),
+  /** Operator drain: weight 0 and no new connections at all, not even from clients with persistence affinity. */
+  draining: z.boolean().optional(),
 });
 export type PoolReal = z.infer<typeof PoolReal>;
 
@@ -82,12 +84,23 @@ export const RealTransition = z.object({
   why: z.string(),
 });
 
+/** An operator override on one real of a virtual service, as a decision carries it. */
+export const OperatorOverride = z.object({
+  real: z.string(),
+  state: z.enum(["disabled", "maintenance", "draining", "drained", "weight"]),
+  weight: z.number().int().nullable(),
+  why: z.string(),
+  commandId: z.string(),
+});
+
 export const PoolDecision = z.object({
   node: z.string(),
   generation: z.number().int().positive(),
   pool: PoolSpec,
   changes: z.array(RealTransition),
   fallbackActive: z.boolean(),
+  /** Operator overrides in force for this virtual service (lvsflow drain/disable/maintenance/weight). */
+  operator: z.array(OperatorOverride).optional(),
 });
 
 export const OwnerDecision = z.object({
@@ -140,6 +153,88 @@ export const Drift = z.object({ node: z.string(), found: z.array(z.string()), re
 
 export const Rejected = z.object({ subject: z.string(), reason: z.string(), service: z.string() });
 
+// ---- operator commands (lvsflow drain/enable/disable/maintenance/weight/failover, the dashboard)
+
+export const CommandAction = z.enum(["drain", "enable", "disable", "maintenance", "weight", "failover"]);
+export type CommandAction = z.infer<typeof CommandAction>;
+
+/** One operator command; its event id is the command id every ack and decision refers to. */
+export const CommandRequest = z.object({
+  action: CommandAction,
+  /** Virtual service ("tcp:198.51.100.50:80" or "198.51.100.50:80") for drain and weight. */
+  vs: z.string().min(1).max(100).nullable().default(null),
+  /** Real server "203.0.113.11:80", or an address alone for every port of it. */
+  real: z.string().min(1).max(64).nullable().default(null),
+  group: z.string().min(1).max(63).nullable().default(null),
+  /** failover: the node that should own the group; null = back to priorities and preempt. */
+  to: z.string().min(1).max(64).nullable().default(null),
+  /** maintenance: on or off. */
+  on: z.boolean().nullable().default(null),
+  /** weight: the new weight; null = back to the configured weight. */
+  weight: z.number().int().min(0).max(65535).nullable().default(null),
+  /** drain: remove the real after this long even if connections remain. */
+  timeoutMs: z.number().int().min(0).max(86_400_000).nullable().default(null),
+  /** Who issued it: "alice@ops1" (CLI) or "alice via dashboard from 192.0.2.7". */
+  issuedBy: z.string().min(1).max(200),
+  reason: z.string().max(500).nullable().default(null),
+});
+
+/** One node's answer to a command. Drain answers twice: applied (weight 0 in the kernel), then done (left the pool). */
+export const CommandAck = z.object({
+  commandId: z.string(),
+  node: z.string(),
+  status: z.enum(["applied", "done", "refused", "failed"]),
+  detail: z.string().max(2000),
+  /** The pool generation that carries the change on this node, when there is one. */
+  generation: z.number().int().min(0).nullable().default(null),
+});
+
+/** One entry of the replicated operator-override map; value null = cleared (kept so a clear wins when maps merge). */
+export const OverrideEntry = z.object({
+  key: z.string().max(300),
+  kind: z.enum(["disabled", "maintenance", "weight", "drain", "pin"]),
+  vs: z.string().nullable(),
+  real: z.string().nullable(),
+  group: z.string().nullable(),
+  value: z.union([z.boolean(), z.number(), z.string()]).nullable(),
+  /** Command time (ms since epoch) and id: the later command wins (last writer wins). */
+  at: z.number(),
+  commandId: z.string(),
+  by: z.string(),
+});
+export type OverrideEntry = z.infer<typeof OverrideEntry>;
+
+/** A controller's whole override map, re-sent so a restarted or partitioned node catches up. */
+export const CommandState = z.object({ node: z.string(), entries: z.array(OverrideEntry).max(100_000) });
+
+/** Active connections per real, as the node's kernel counts them (nftables: conntrack). */
+export const Connections = z.object({
+  node: z.string(),
+  /** How they were counted, e.g. "conntrack". */
+  source: z.string(),
+  counts: z.array(z.object({ vs: z.string(), real: z.string(), active: z.number().int().min(0) })),
+});
+
+/** A controller's current view, sent in reply to a status query. */
+export const ControllerView = z.object({
+  node: z.string(),
+  pools: z.array(z.object({
+    vs: z.string(),
+    state: z.string(),
+    fallbackActive: z.boolean(),
+    reals: z.array(z.object({
+      real: z.string(),
+      state: z.enum(["unknown", "up", "down"]),
+      why: z.string(),
+      /** Weight in this node's desired pool; null = not in the pool. */
+      weight: z.number().int().nullable(),
+      admin: OperatorOverride.nullable(),
+      checks: z.array(z.object({ prober: z.string(), ok: z.boolean(), streak: z.number().int(), ageMs: z.number(), error: z.string().nullable(), check: z.string() })),
+    })),
+  })),
+  groups: z.array(z.object({ group: z.string(), state: z.string(), role: z.enum(["owner", "backup"]), term: z.number().int(), pinned: z.string().nullable() })),
+});
+
 export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("health.result"), data: HealthResult }),
   z.object({ ...envelope, type: z.literal("health.summary"), data: HealthSummary }),
@@ -150,6 +245,11 @@ export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("executor.applied"), data: Applied }),
   z.object({ ...envelope, type: z.literal("executor.drift"), data: Drift }),
   z.object({ ...envelope, type: z.literal("bus.rejected"), data: Rejected }),
+  z.object({ ...envelope, type: z.literal("command.request"), data: CommandRequest }),
+  z.object({ ...envelope, type: z.literal("command.ack"), data: CommandAck }),
+  z.object({ ...envelope, type: z.literal("command.state"), data: CommandState }),
+  z.object({ ...envelope, type: z.literal("executor.connections"), data: Connections }),
+  z.object({ ...envelope, type: z.literal("controller.view"), data: ControllerView }),
 ]);
 export type Event = z.infer<typeof Event>;
 export type EventType = Event["type"];
