@@ -13,6 +13,8 @@
 //   lvsflow.<site>.command.ack.<node>              command.ack     (controller: applied/done/refused/failed)
 //   lvsflow.<site>.command.state.<node>            command.state   (controller: its override map, for catch-up)
 //   lvsflow.<site>.report.<node>.connections       executor.connections (executor: active connections per real)
+//   lvsflow.<site>.view.<voter>                    voter.view      (controllers and witnesses: who they hear; quorum)
+//   lvsflow.<site>.lease.<node>.<group>            owner.lease     (controller → executor of <node>, quorum mode)
 //   lvsflow.<site>.query.view                      request; each controller replies with controller.view
 import type { EventType } from "./schemas/events.ts";
 
@@ -41,6 +43,10 @@ export const subjects = {
   commandState: (site: string, node: string) => `lvsflow.${site}.command.state.${token(node)}`,
   commandStateAll: (site: string) => `lvsflow.${site}.command.state.*`,
   connectionsAll: (site: string) => `lvsflow.${site}.report.*.connections`,
+  view: (site: string, voter: string) => `lvsflow.${site}.view.${token(voter)}`,
+  viewAll: (site: string) => `lvsflow.${site}.view.*`,
+  lease: (site: string, node: string, group: string) => `lvsflow.${site}.lease.${token(node)}.${token(group)}`,
+  leasesFor: (site: string, node: string) => `lvsflow.${site}.lease.${token(node)}.*`,
   queryView: (site: string) => `lvsflow.${site}.query.view`,
 };
 

@@ -45,5 +45,9 @@ export function describe(ev: Event): string {
       return `${ev.data.node} connections (${ev.data.source}): ${ev.data.counts.map((c) => `${c.vs} ${c.real}=${c.active}`).join(", ") || "none"}`;
     case "controller.view":
       return `${ev.data.node} view: ${ev.data.pools.length} virtual service(s), ${ev.data.groups.length} group(s)`;
+    case "voter.view":
+      return `${ev.data.voter}${ev.data.witness ? " (witness)" : ""} hears ${Object.keys(ev.data.hears).join(", ") || "nobody"}${ev.data.canOwn ? "" : "; no quorum"}`;
+    case "owner.lease":
+      return `${ev.data.node} may hold ${ev.data.group} (term ${ev.data.term}) for ${ev.data.leaseMs} ms`;
   }
 }

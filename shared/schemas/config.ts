@@ -126,6 +126,9 @@ export const FloatingGroup = z.object({
   preemptDelayMs: z.number().int().min(0).default(0),
   /** Gratuitous ARP schedule after takeover, ms offsets (keepalived: 5 now, 5 after 5 s). */
   garpScheduleMs: z.array(z.number().int().min(0)).default([0, 100, 200, 300, 400, 5000, 5100, 5200, 5300, 5400]),
+  /** Owner steps down (and a backup does not take over) while its own prober sees no healthy real
+   *  of this group's virtual services but a peer's prober sees some. */
+  stepDownWithoutReals: z.boolean().default(false),
 });
 export type FloatingGroup = z.infer<typeof FloatingGroup>;
 
@@ -149,6 +152,11 @@ export const Global = z.object({
   /** Health vantage policy: how many fresh probers must see a real down before it is removed. */
   vantagePolicy: z.enum(["any", "all", "majority"]).default("all"),
   driver: z.enum(["nftables", "ipvs", "auto"]).default("nftables"),
+  /** Voters that are not LB nodes (`lvsflow run witness`). LB nodes + witnesses >= 3 = quorum mode:
+   *  a node owns a group only while a majority of voters hears it. */
+  witnesses: z.array(Name).default([]),
+  /** Seed of the consistent hash every node's data plane uses to pick a real (same on all nodes). */
+  hashSeed: z.number().int().min(0).max(0xffffffff).default(0x5eed),
 });
 
 export const Model = z.object({
@@ -157,7 +165,7 @@ export const Model = z.object({
   nodes: z.array(LbNode).default([]),
   groups: z.array(FloatingGroup).default([]),
   timers: Timers.default({ heartbeatMs: 50, deadMs: 300 }),
-  global: Global.default({ autoreload: false, vantagePolicy: "all", driver: "nftables" }),
+  global: Global.default({ autoreload: false, vantagePolicy: "all", driver: "nftables", witnesses: [], hashSeed: 0x5eed }),
   virtualServices: z.array(VirtualService),
 });
 export type Model = z.infer<typeof Model>;

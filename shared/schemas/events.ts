@@ -114,6 +114,8 @@ export const OwnerDecision = z.object({
   addresses: z.array(z.object({ address: IpAddress, prefix: z.number().int(), interface: z.string() })),
   garpScheduleMs: z.array(z.number().int()),
   why: z.string(),
+  /** Quorum mode: the executor releases the addresses unless an owner.lease renews them within this many ms. */
+  leaseMs: z.number().int().min(0).nullable().optional(),
 });
 
 export const Heartbeat = z.object({
@@ -235,6 +237,26 @@ export const ControllerView = z.object({
   groups: z.array(z.object({ group: z.string(), state: z.string(), role: z.enum(["owner", "backup"]), term: z.number().int(), pinned: z.string().nullable() })),
 });
 
+/** Quorum: what one voter (an LB node's controller, or a witness) hears. Sent every heartbeat
+ *  interval and at once when the set changes; any message from a voter proves it alive. */
+export const VoterView = z.object({
+  voter: z.string().min(1).max(64),
+  witness: z.boolean(),
+  seq: z.number().int().min(0),
+  /** Voter → ms since this voter last heard it (only voters heard within the dead time). */
+  hears: z.record(z.string(), z.number().min(0)),
+  /** This voter could own a group now: it is heard by a majority (always true outside quorum mode). */
+  canOwn: z.boolean(),
+});
+
+/** Quorum mode: the controller renews its executor's right to hold a group for leaseMs. */
+export const OwnerLease = z.object({
+  node: z.string(),
+  group: z.string(),
+  term: z.number().int().min(0),
+  leaseMs: z.number().int().min(0),
+});
+
 export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("health.result"), data: HealthResult }),
   z.object({ ...envelope, type: z.literal("health.summary"), data: HealthSummary }),
@@ -250,6 +272,8 @@ export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("command.state"), data: CommandState }),
   z.object({ ...envelope, type: z.literal("executor.connections"), data: Connections }),
   z.object({ ...envelope, type: z.literal("controller.view"), data: ControllerView }),
+  z.object({ ...envelope, type: z.literal("voter.view"), data: VoterView }),
+  z.object({ ...envelope, type: z.literal("owner.lease"), data: OwnerLease }),
 ]);
 export type Event = z.infer<typeof Event>;
 export type EventType = Event["type"];
