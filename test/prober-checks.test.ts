@@ -128,12 +128,11 @@ test("connect: up on a listening port, down on a closed one", async () => {
   assert.equal(viaCheckPort.ok, true);
 });
 
-test("connect on a udp virtual service is a clear, failed check", async () => {
-  const t = target({ type: "connect" }, { port: tcpPort }, { protocol: "udp", id: "udp:198.51.100.50:53", port: 53 });
-  assert.equal(unsupportedReason(t.vs), "connect check for udp needs ping; not supported yet");
+test("connect on a udp virtual service is an ICMP ping, as in ldirectord", async () => {
+  const t = target({ type: "connect", timeout: 2 }, { port: tcpPort }, { protocol: "udp", id: "udp:198.51.100.50:53", port: 53 });
+  assert.equal(unsupportedReason(t.vs), null);
   const o = await check(t);
-  assert.equal(o.ok, false);
-  assert.equal(o.error, "connect check for udp needs ping; not supported yet");
+  assert.equal(o.ok, true, o.error ?? "");
 });
 
 test("negotiate http: 2xx and receive matched", async () => {
@@ -250,12 +249,15 @@ test("on, off, none and unsupported checks", async () => {
   assert.deepEqual(await check(target({ type: "on" }, { port: 1 })).then((o) => [o.ok, o.error]), [true, null]);
   assert.deepEqual(await check(target({ type: "off" })).then((o) => [o.ok, o.error]), [false, "checktype off"]);
   assert.deepEqual(await check(target({ service: "none" }, { port: 1 })).then((o) => [o.ok, o.error]), [true, null]);
-  for (const [type, service] of [["ping", "none"], ["external", "none"], ["negotiate", "smtp"], ["combined", "http"]] as const) {
-    const t = target({ type, service });
-    const reason = `check ${type}/${service} not supported by this prober yet`;
-    assert.equal(unsupportedReason(t.vs), reason);
+  for (const service of ["oracle", "mysql", "pgsql", "ldap", "ldaps"] as const) {
+    const t = target({ type: "negotiate", service });
+    const reason = unsupportedReason(t.vs);
+    assert.match(reason ?? "", service === "oracle" ? /Oracle's proprietary client library/ : /not implemented yet; use checktype external/);
     assert.deepEqual(await check(t).then((o) => [o.ok, o.error]), [false, reason]);
   }
+  const unknownPlugin = target({ type: "plugin", plugin: "nobody-registered-this" });
+  assert.match(unsupportedReason(unknownPlugin.vs) ?? "", /no probe registered under "nobody-registered-this"/);
+  assert.equal((await check(unknownPlugin)).ok, false);
   for (const t of [target(), target({ type: "connect" }), target({ type: "on" }), target({ type: "off" }), target({ service: "https" })]) {
     assert.equal(unsupportedReason(t.vs), null);
   }

@@ -1,33 +1,64 @@
-// One health check of one real server, with ldirectord's semantics (reference §1.5–1.6) for the
-// check types this prober implements: connect, negotiate (http, https, none), on and off.
-// runCheck never throws and never outlives the check timeout: every error, refusal, stall or
-// abort becomes a failed CheckOutcome, because the scheduler must get a result for every slot.
-import { connect as tcpConnect, isIP, type Socket } from "node:net";
-import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
-import { request as httpsRequest } from "node:https";
+// One health check of one real server, with ldirectord's semantics (reference §1.5–1.6) and
+// keepalived's retry / delay_before_retry / connect_timeout / status_code. The protocol modules
+// live in checks/; this file picks one, gives it a hard deadline and turns anything it does —
+// error, refusal, stall, throw — into a CheckOutcome. runCheck never throws and never outlives
+// its budget, because the scheduler must get a result for every slot.
 import { performance } from "node:perf_hooks";
-import type { Check, Real, VirtualService } from "../../shared/schemas/config.ts";
+import type { Check, VirtualService } from "../../shared/schemas/config.ts";
+import { CheckFailure, abortPromise, delay, type CheckOutcome, type CheckTarget, type ProbeContext, type ProtoCheck, type ProtoResult } from "./checks/types.ts";
+import { connectCheck } from "./checks/connect.ts";
+import { httpCheck } from "./checks/http.ts";
+import { smtpCheck, popCheck, imapCheck, nntpCheck, simpletcpCheck } from "./checks/text.ts";
+import { ftpCheck } from "./checks/ftp.ts";
+import { dnsCheck } from "./checks/dns.ts";
+import { sipCheck } from "./checks/sip.ts";
+import { radiusCheck } from "./checks/radius.ts";
+import { pingCheck } from "./checks/ping.ts";
+import { externalCheck } from "./checks/external.ts";
+import { hasProbe, pluginCheck } from "./checks/plugins.ts";
 
-export interface CheckTarget { vs: VirtualService; real: Real }
+export type { CheckOutcome, CheckTarget } from "./checks/types.ts";
+export { receiveMatcher } from "./checks/types.ts";
+export { MAX_BODY_BYTES, requestPath, statusAccepted } from "./checks/http.ts";
 
-export interface CheckOutcome {
-  ok: boolean;
-  latencyMs: number;
-  error: string | null;
-  httpStatus: number | null;
-  /** What matched `receive`, when a receive pattern was configured and matched. */
-  matched: string | null;
-}
+/** negotiate: the protocol module for each ldirectord service this prober speaks. */
+const NEGOTIATORS: Partial<Record<Check["service"], ProtoCheck>> = {
+  http: httpCheck, https: httpCheck, http_proxy: httpCheck,
+  smtp: smtpCheck, submission: smtpCheck, pop: popCheck, pops: popCheck, imap: imapCheck, imaps: imapCheck,
+  nntp: nntpCheck, ftp: ftpCheck, dns: dnsCheck, sip: sipCheck, radius: radiusCheck, simpletcp: simpletcpCheck,
+  none: async () => ({ ok: true }),
+};
 
-/** Bodies are read up to this size: enough for any health page, bounded against huge replies. */
-export const MAX_BODY_BYTES = 64 * 1024;
+const NOT_YET: Partial<Record<Check["service"], string>> = {
+  oracle: "oracle checks need Oracle's proprietary client library, which lvsflow does not ship; use checktype external with a sqlplus script, or a probe plugin",
+  mysql: "mysql negotiate checks are not implemented yet; use checktype external (e.g. mysqladmin ping) or a probe plugin",
+  pgsql: "pgsql negotiate checks are not implemented yet; use checktype external (e.g. pg_isready) or a probe plugin",
+  ldap: "ldap negotiate checks are not implemented yet; use checktype external (e.g. ldapsearch) or a probe plugin",
+  ldaps: "ldaps negotiate checks are not implemented yet; use checktype external (e.g. ldapsearch) or a probe plugin",
+};
 
-const NEGOTIATE_SERVICES = new Set<Check["service"]>(["http", "https", "none"]);
+/** ldirectord's checkport fallback: the real's port, else the service's well-known port. */
+const SERVICE_PORTS: Partial<Record<Check["service"], number>> = {
+  ftp: 21, smtp: 25, dns: 53, http: 80, pop: 110, nntp: 119, imap: 143, ldap: 389, https: 443, submission: 587,
+  ldaps: 636, imaps: 993, pops: 995, oracle: 1521, radius: 1812, http_proxy: 3128, mysql: 3306, sip: 5060, pgsql: 5432,
+};
 
-/** Short name of a check for events, metrics and logs: "connect", "negotiate/http", "on". */
+/** Short name of a check for events, metrics and logs: "connect", "negotiate/http", "plugin/name", "on". */
 export function checkLabel(check: Check): string {
+  if (check.type === "plugin") return `plugin/${check.plugin ?? "?"}`;
   return check.type === "negotiate" || check.type === "combined" || check.type === "external" || check.type === "ping"
     ? `${check.type}/${check.service}` : check.type;
+}
+
+/** Which protocol one attempt runs: combined alternates negotiate and connect (see CombinedCursor). */
+export type AttemptKind = "connect" | "negotiate" | "ping" | "external" | "plugin";
+
+/** What the check of `vs` runs when not combined; udp connect is a ping, as in ldirectord. */
+export function baseKind(vs: VirtualService): AttemptKind | "on" | "off" {
+  const t = vs.check.type;
+  if (t === "combined") return "negotiate";
+  if (t === "connect" && vs.protocol === "udp") return "ping";
+  return t;
 }
 
 /**
@@ -36,10 +67,11 @@ export function checkLabel(check: Check): string {
  */
 export function unsupportedReason(vs: VirtualService): string | null {
   const c = vs.check;
-  if (c.type === "on" || c.type === "off") return null;
-  if (c.type === "connect") return vs.protocol === "udp" ? "connect check for udp needs ping; not supported yet" : null;
-  if (c.type === "negotiate" && NEGOTIATE_SERVICES.has(c.service)) return null;
-  return `check ${c.type}/${c.service} not supported by this prober yet`;
+  const kind = baseKind(vs);
+  if (kind === "plugin") return c.plugin && hasProbe(c.plugin) ? null : `no probe registered under ${JSON.stringify(c.plugin)} (load its module with LVSFLOW_PROBE_MODULES)`;
+  if (kind !== "negotiate") return null;
+  if (NOT_YET[c.service]) return NOT_YET[c.service]!;
+  return NEGOTIATORS[c.service] ? null : `negotiate/${c.service} not supported by this prober`;
 }
 
 /** Where and what to probe for one real server: per-real request/receive win over the check's. */
@@ -47,150 +79,112 @@ export function probeParams(t: CheckTarget) {
   const c = t.vs.check;
   return {
     host: t.real.address,
-    port: c.port ?? t.real.port,
+    // The service's well-known port only for protocol checks of a real without a port (fwmark).
+    port: c.port ?? (t.real.port || (c.type === "negotiate" || c.type === "combined" ? SERVICE_PORTS[c.service] ?? 0 : 0)),
     timeoutMs: c.timeout * 1000,
+    connectTimeoutMs: Math.min(c.connectTimeout ?? c.timeout, c.timeout) * 1000,
     request: t.real.request ?? c.request,
     receive: t.real.receive ?? c.receive,
   };
 }
 
-export async function runCheck(target: CheckTarget, signal: AbortSignal): Promise<CheckOutcome> {
+/** The longest a whole check may take: every attempt's timeout plus the delays between them. */
+export function checkBudgetMs(check: Check): number {
+  return (check.retry + 1) * check.timeout * 1000 + check.retry * check.delayBeforeRetry * 1000;
+}
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
+
+/** One attempt of one kind, bounded by the check's timeout and by the caller's signal. */
+export async function attempt(target: CheckTarget, kind: AttemptKind, signal: AbortSignal): Promise<CheckOutcome> {
   const started = performance.now();
-  const done = (ok: boolean, error: string | null, extra: Partial<CheckOutcome> = {}): CheckOutcome =>
-    ({ ok, latencyMs: Math.round((performance.now() - started) * 10) / 10, error, httpStatus: null, matched: null, ...extra });
+  const p = probeParams(target);
+  const out = (r: ProtoResult & { latencyMs?: number }): CheckOutcome => ({
+    ok: r.ok, error: r.ok ? null : (r.detail ?? "failed"), httpStatus: r.httpStatus ?? null, matched: r.matched ?? null,
+    latencyMs: r.latencyMs !== undefined && r.latencyMs >= 0 ? round(r.latencyMs) : round(performance.now() - started),
+  });
+  if (signal.aborted) return out({ ok: false, detail: "aborted before start" });
+  const needsPort = kind === "connect" || kind === "negotiate";
+  if (needsPort && !p.port && target.vs.check.service !== "none") return out({ ok: false, detail: "no port to check (real port 0 and no checkport)" });
+  // The attempt's own deadline, chained to the caller's signal (prober stop, scheduler deadline).
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Error(`timeout after ${p.timeoutMs / 1000}s`)), p.timeoutMs);
+  const onOuter = () => ac.abort(signal.reason);
+  signal.addEventListener("abort", onOuter, { once: true });
+  const ctx: ProbeContext = { target, check: target.vs.check, ...p, signal: ac.signal };
   try {
-    const c = target.vs.check;
-    if (c.type === "on") return done(true, null);
-    if (c.type === "off") return done(false, "checktype off");
-    const unsupported = unsupportedReason(target.vs);
-    if (unsupported) return done(false, unsupported);
-    if (c.type === "negotiate" && c.service === "none") return done(true, null);
-    const p = probeParams(target);
-    if (!p.port) return done(false, "no port to check (real port 0 and no checkport)");
-    if (signal.aborted) return done(false, "aborted before start");
-    if (c.type === "connect") {
-      const error = await connectCheck(p.host, p.port, p.timeoutMs, signal);
-      return done(error === null, error);
-    }
-    const r = await httpCheck(target, p, signal);
-    return done(r.ok, r.error, { httpStatus: r.httpStatus, matched: r.matched });
+    const run: ProtoCheck = kind === "connect" ? connectCheck : kind === "ping" ? pingCheck : kind === "external" ? externalCheck
+      : kind === "plugin" ? pluginCheck : (NEGOTIATORS[target.vs.check.service] ?? (async () => ({ ok: false, detail: unsupportedReason(target.vs) ?? "unsupported" })));
+    // The race is the hard deadline: a module (or plugin) that ignores its signal still loses.
+    return out(await Promise.race([Promise.resolve().then(() => run(ctx)), abortPromise(ac.signal, 25)]));
   } catch (e) {
-    // Only a programming error gets here; still a result, never an exception in the scheduler.
-    return done(false, `check failed unexpectedly: ${e instanceof Error ? e.message : String(e)}`);
+    const msg = e instanceof CheckFailure ? e.message : `check threw: ${e instanceof Error ? e.message : String(e)}`;
+    return out({ ok: false, detail: msg });
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onOuter);
+    if (!ac.signal.aborted) ac.abort(new Error("check finished")); // releases anything the module left open
   }
 }
 
 /**
- * Runs `body` with a hard deadline: resolves with `onTimeout()`'s value when the timeout passes or
- * the signal fires, whatever the I/O is doing, and calls `cleanup` exactly once either way.
+ * One check: `retry` extra attempts `delayBeforeRetry` apart (keepalived) before it counts as
+ * failed. `kind` is chosen by the caller (combined checks alternate).
  */
-function bounded<T>(timeoutMs: number, signal: AbortSignal, onStop: (why: string) => T, cleanup: () => void,
-  body: (finish: (v: T) => void) => void): Promise<T> {
-  return new Promise<T>((resolve) => {
-    let settled = false;
-    const finish = (v: T) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
-      try { cleanup(); } catch { /* a socket that is already gone */ }
-      resolve(v);
-    };
-    // The scheduler aborts with Error("timeout …") at its deadline; anything else is a cancel (stop).
-    const onAbort = () => finish(onStop(signal.reason instanceof Error && signal.reason.message.startsWith("timeout")
-      ? signal.reason.message : "aborted"));
-    const timer = setTimeout(() => finish(onStop(`timeout after ${timeoutMs / 1000}s`)), timeoutMs);
-    signal.addEventListener("abort", onAbort, { once: true });
-    try { body(finish); } catch (e) { finish(onStop(String(e instanceof Error ? e.message : e))); }
-  });
-}
-
-/** TCP connect within the timeout; returns the error text, or null when the real accepted. */
-function connectCheck(host: string, port: number, timeoutMs: number, signal: AbortSignal): Promise<string | null> {
-  let sock: Socket | null = null;
-  const where = `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
-  return bounded<string | null>(timeoutMs, signal, (why) => `connect ${where}: ${why}`, () => sock?.destroy(), (finish) => {
-    sock = tcpConnect({ host, port });
-    sock.once("connect", () => finish(null));
-    // `on`, not `once`: a late second error on a destroyed socket must not become an uncaught one.
-    sock.on("error", (e: NodeJS.ErrnoException) => finish(`connect ${where}: ${e.code ?? e.message}`));
-  });
-}
-
-interface HttpResult { ok: boolean; error: string | null; httpStatus: number | null; matched: string | null }
-
-/** The request path: ldirectord adds a leading "/" ("aaaa.html" → "/aaaa.html"); absolute URLs keep only path and query. */
-export function requestPath(request: string): string {
-  if (/^https?:\/\//i.test(request)) {
-    try { const u = new URL(request); return u.pathname + u.search; } catch { /* fall through: treat as a path */ }
+export async function runAttempts(target: CheckTarget, kind: AttemptKind, signal: AbortSignal): Promise<CheckOutcome> {
+  const c = target.vs.check;
+  let o = await attempt(target, kind, signal);
+  for (let i = 0; i < c.retry && !o.ok && !signal.aborted; i++) {
+    try { await delay(c.delayBeforeRetry * 1000, signal); } catch { break; }
+    const next = await attempt(target, kind, signal);
+    o = next.ok ? next : { ...next, error: `${next.error} (after ${i + 2} attempts)` };
   }
-  return request.startsWith("/") ? request : "/" + request;
+  return o;
 }
 
-/** The receive pattern as a JavaScript RegExp; an invalid regex is matched as a literal string. */
-export function receiveMatcher(receive: string): (body: string) => string | null {
-  try {
-    const re = new RegExp(receive);
-    return (body) => re.exec(body)?.[0] ?? null;
-  } catch {
-    return (body) => (body.includes(receive) ? receive : null);
+/** Stateless single check (combined runs its negotiate half); the scheduler uses CheckRunner. */
+export async function runCheck(target: CheckTarget, signal: AbortSignal): Promise<CheckOutcome> {
+  const kind = baseKind(target.vs);
+  if (kind === "on") return { ok: true, latencyMs: 0, error: null, httpStatus: null, matched: null };
+  if (kind === "off") return { ok: false, latencyMs: 0, error: "checktype off", httpStatus: null, matched: null };
+  return runAttempts(target, kind, signal);
+}
+
+/**
+ * ldirectord's combined check (checktype = N): one negotiate, then N connects, then negotiate
+ * again; a failed connect forces the next check to be a negotiate. A failed negotiate is also
+ * followed by a negotiate, so a real never comes back on a bare connect.
+ */
+export class CombinedCursor {
+  private since = new Map<string, number>();
+
+  next(key: string, n: number): "negotiate" | "connect" {
+    const s = this.since.get(key);
+    return s === undefined || s >= n ? "negotiate" : "connect";
+  }
+
+  record(key: string, kind: "negotiate" | "connect", ok: boolean, n: number): void {
+    if (kind === "negotiate") this.since.set(key, ok ? 0 : n);
+    else this.since.set(key, ok ? (this.since.get(key) ?? 0) + 1 : n);
+  }
+
+  forget(key: string): void {
+    this.since.delete(key);
   }
 }
 
-function httpCheck(t: CheckTarget, p: ReturnType<typeof probeParams>, signal: AbortSignal): Promise<HttpResult> {
-  const c = t.vs.check;
-  const https = c.service === "https";
-  const v6 = isIP(p.host) === 6;
-  // Host as LWP (and so ldirectord) sends it: the virtualhost or the real's address, plus the port
-  // when it is not the scheme's default. A virtualhost that already names a port is kept as is.
-  const defaultPort = https ? 443 : 80;
-  const hostName = c.virtualhost ?? (v6 ? `[${p.host}]` : p.host);
-  const hasPort = /:\d+$/.test(hostName) && !/^\[.*\]$/.test(hostName);
-  const hostHeader = hasPort || p.port === defaultPort ? hostName : `${hostName}:${p.port}`;
-  // SNI only for a hostname (an IP address is not a valid TLS server name).
-  const sniName = c.virtualhost ? c.virtualhost.replace(/^\[(.*)\]$/, "$1").replace(/:\d+$/, "") : "";
-  const servername = sniName && isIP(sniName) === 0 ? sniName : "";
-  let req: ClientRequest | null = null;
-  let res: IncomingMessage | null = null;
-  const fail = (error: string, httpStatus: number | null = null): HttpResult => ({ ok: false, error, httpStatus, matched: null });
-  let status: number | null = null;
-  return bounded<HttpResult>(p.timeoutMs, signal, (why) => fail(why, status), () => { res?.destroy(); req?.destroy(); }, (finish) => {
-    const opts = {
-      host: p.host, port: p.port, method: c.httpMethod, path: requestPath(p.request),
-      headers: { Host: hostHeader, "User-Agent": "lvsflow-prober", Connection: "close", Accept: "*/*" },
-      // A fresh connection per check: a pooled socket would hide a real that stopped accepting.
-      agent: false as const,
-      ...(https ? { servername, rejectUnauthorized: c.tlsVerify } : {}),
-    };
-    req = (https ? httpsRequest : httpRequest)(opts, (r) => {
-      res = r;
-      status = r.statusCode ?? null;
-      const chunks: Buffer[] = [];
-      let size = 0;
-      const code = status ?? 0;
-      // Not 2xx: down whatever the body says, no need to read it (redirects are not followed).
-      if (code < 200 || code > 299) return finish(fail(`HTTP ${code}`, status));
-      const evaluate = () => {
-        if (!p.receive) return finish({ ok: true, error: null, httpStatus: status, matched: null });
-        const body = Buffer.concat(chunks, Math.min(size, MAX_BODY_BYTES)).toString("utf8");
-        const matched = receiveMatcher(p.receive)(body);
-        if (matched === null) {
-          const why = c.httpMethod === "HEAD" ? " (HEAD has no body: leave receive empty)" : size > MAX_BODY_BYTES ? ` in the first ${MAX_BODY_BYTES} bytes` : "";
-          return finish(fail(`receive ${JSON.stringify(p.receive.slice(0, 80))} not found${why}`, status));
-        }
-        finish({ ok: true, error: null, httpStatus: status, matched: matched.slice(0, 200) });
-      };
-      r.on("data", (b: Buffer) => {
-        chunks.push(b);
-        size += b.length;
-        // Enough read: judge on the first MAX_BODY_BYTES and drop the rest of a huge reply.
-        if (size >= MAX_BODY_BYTES) evaluate();
-      });
-      r.once("end", evaluate);
-      r.on("error", (e) => finish(fail(`reading response: ${e.message}`, status)));
-      r.once("aborted", () => finish(fail("response aborted by the server", status)));
-    });
-    req.on("error", (e: NodeJS.ErrnoException) => finish(fail(`${https ? "https" : "http"} ${p.host}:${p.port}: ${e.code ?? e.message}`)));
-    req.end();
-  });
+/** The scheduler's runner: runCheck plus the per-real memory combined checks need. */
+export function createCheckRunner(): (target: CheckTarget, signal: AbortSignal) => Promise<CheckOutcome> {
+  const cursor = new CombinedCursor();
+  return async (target, signal) => {
+    const c = target.vs.check;
+    if (c.type !== "combined") return runCheck(target, signal);
+    const key = `${target.vs.id}|${target.real.address}:${target.real.port}`;
+    const kind = cursor.next(key, c.combinedConnects);
+    const o = await runAttempts(target, kind, signal);
+    cursor.record(key, kind, o.ok, c.combinedConnects);
+    return kind === "connect" ? o : { ...o, error: o.error };
+  };
 }
+
+export { CheckFailure };

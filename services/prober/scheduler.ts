@@ -3,7 +3,7 @@
 // checks spread out instead of firing in bursts, and one slow real never delays another (unlike
 // ldirectord's serial loop, reference §1.8). The clock is injected so tests can drive time.
 import { realId } from "../../shared/schemas/config.ts";
-import { checkLabel, runCheck, type CheckOutcome, type CheckTarget } from "./checks.ts";
+import { checkBudgetMs, checkLabel, createCheckRunner, type CheckOutcome, type CheckTarget } from "./checks.ts";
 
 export type CheckRunner = (target: CheckTarget, signal: AbortSignal) => Promise<CheckOutcome>;
 
@@ -93,7 +93,7 @@ export class ProbeScheduler {
   private running = false;
 
   constructor(private readonly opts: SchedulerOptions) {
-    this.run = opts.run ?? runCheck;
+    this.run = opts.run ?? createCheckRunner();
     this.clock = opts.clock ?? systemClock;
     this.random = opts.random ?? Math.random;
     this.graceMs = opts.graceMs ?? 100;
@@ -190,7 +190,8 @@ export class ProbeScheduler {
   private launch(slot: Slot): void {
     const gen = ++slot.gen;
     const ac = new AbortController();
-    const timeoutMs = slot.target.vs.check.timeout * 1000;
+    // The whole budget of the check: every retry's timeout and the delays between them.
+    const timeoutMs = checkBudgetMs(slot.target.vs.check);
     const flight = { gen, ac, timers: [] as unknown[] };
     slot.inFlight = flight;
     const settle = (o: CheckOutcome) => {

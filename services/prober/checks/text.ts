@@ -1,0 +1,136 @@
+// The text protocols ldirectord negotiates with a plain session (reference §1.6):
+// smtp/submission (Net::SMTP), pop/pops (Net::POP3), imap/imaps (Mail::IMAPClient), nntp (banner),
+// simpletcp (request → a line matching receive). pops and imaps use TLS from the first byte.
+import { LineSession, type TlsOptions } from "./session.ts";
+import { CheckFailure, fail, pass, receiveMatcher, type ProbeContext, type ProtoResult } from "./types.ts";
+import { hostname } from "node:os";
+import { isIP } from "node:net";
+
+/** TLS for pops/imaps/ldaps: verification as configured (ldirectord: none), SNI from virtualhost. */
+export function tlsFor(ctx: ProbeContext): TlsOptions {
+  const vh = ctx.check.virtualhost?.replace(/^\[(.*)\]$/, "$1").replace(/:\d+$/, "") ?? "";
+  return { rejectUnauthorized: ctx.check.tlsVerify, servername: vh && isIP(vh) === 0 ? vh : undefined };
+}
+
+function open(ctx: ProbeContext, label: string, tls: boolean): Promise<LineSession> {
+  return LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, tls: tls ? tlsFor(ctx) : null, label });
+}
+
+const short = (s: string) => JSON.stringify(s.slice(0, 120));
+
+/** SMTP: a 220 greeting and a 250 answer to EHLO (HELO if EHLO is refused), then QUIT. */
+export async function smtpCheck(ctx: ProbeContext): Promise<ProtoResult> {
+  const s = await open(ctx, ctx.check.service, false);
+  try {
+    const greet = await s.readReply();
+    if (greet.code !== 220) return fail(`greeting ${short(greet.lines.join(" "))}`);
+    const name = hostname().replace(/[^A-Za-z0-9.-]/g, "") || "lvsflow-prober";
+    s.write(`EHLO ${name}\r\n`);
+    let hello = await s.readReply();
+    if (hello.code >= 500) {
+      s.write(`HELO ${name}\r\n`);
+      hello = await s.readReply();
+    }
+    if (hello.code !== 250) return fail(`EHLO/HELO refused: ${short(hello.lines.join(" "))}`);
+    s.write("QUIT\r\n");
+    return pass({ matched: greet.lines[0].slice(0, 200) });
+  } finally {
+    s.close();
+  }
+}
+
+/** POP3: +OK greeting, and USER/PASS accepted when a login is configured. */
+export async function popCheck(ctx: ProbeContext): Promise<ProtoResult> {
+  const s = await open(ctx, ctx.check.service, ctx.check.service === "pops");
+  try {
+    const greet = await s.readLine();
+    if (!greet.startsWith("+OK")) return fail(`greeting ${short(greet)}`);
+    const { login, passwd } = ctx.check;
+    if (login) {
+      s.write(`USER ${login}\r\n`);
+      const u = await s.readLine();
+      if (!u.startsWith("+OK")) return fail("USER refused");
+      s.write(`PASS ${passwd ?? ""}\r\n`);
+      const p = await s.readLine();
+      // The server's text may echo the user; never the password. Keep it short anyway.
+      if (!p.startsWith("+OK")) return fail(`login as ${JSON.stringify(login)} refused`);
+    }
+    s.write("QUIT\r\n");
+    return pass({ matched: greet.slice(0, 200) });
+  } finally {
+    s.close();
+  }
+}
+
+/** An IMAP quoted string (RFC 3501): backslash and double quote escaped. */
+export function imapQuote(v: string): string {
+  if (/[\r\n\0]/.test(v)) throw new CheckFailure("login/passwd may not contain CR, LF or NUL for IMAP");
+  return `"${v.replace(/["\\]/g, (c) => "\\" + c)}"`;
+}
+
+/** IMAP: an untagged OK/PREAUTH greeting, and LOGIN accepted when a login is configured. */
+export async function imapCheck(ctx: ProbeContext): Promise<ProtoResult> {
+  const s = await open(ctx, ctx.check.service, ctx.check.service === "imaps");
+  try {
+    const greet = await s.readLine();
+    if (!/^\* (OK|PREAUTH)\b/i.test(greet)) return fail(`greeting ${short(greet)}`);
+    const { login, passwd } = ctx.check;
+    if (login) {
+      s.write(`a1 LOGIN ${imapQuote(login)} ${imapQuote(passwd ?? "")}\r\n`);
+      for (let i = 0; i < 100; i++) {
+        const line = await s.readLine();
+        if (line.startsWith("*")) continue; // untagged data (capabilities) before the tagged answer
+        if (/^a1 OK\b/i.test(line)) break;
+        return fail(`login as ${JSON.stringify(login)} refused`);
+      }
+    }
+    s.write("a2 LOGOUT\r\n");
+    return pass({ matched: greet.slice(0, 200) });
+  } finally {
+    s.close();
+  }
+}
+
+/** NNTP: the greeting starts with 2 (200 posting allowed, 201 not). */
+export async function nntpCheck(ctx: ProbeContext): Promise<ProtoResult> {
+  const s = await open(ctx, "nntp", false);
+  try {
+    const greet = await s.readLine();
+    if (!greet.startsWith("2")) return fail(`greeting ${short(greet)}`);
+    s.write("QUIT\r\n");
+    return pass({ matched: greet.slice(0, 200) });
+  } finally {
+    s.close();
+  }
+}
+
+/** ldirectord expands the two characters \n in a simpletcp request into a newline. */
+export function expandNewlines(request: string): string {
+  return request.replace(/\\n/g, "\n");
+}
+
+/** simpletcp: send the request (if any), then some line of the reply must match receive. */
+export async function simpletcpCheck(ctx: ProbeContext): Promise<ProtoResult> {
+  const s = await open(ctx, "simpletcp", false);
+  try {
+    // ldirectord's default request "/" means "nothing configured": send nothing then.
+    const req = ctx.request === "/" ? "" : expandNewlines(ctx.request);
+    if (req) s.write(req);
+    const match = receiveMatcher(ctx.receive);
+    for (let i = 0; i < 1000; i++) {
+      let line: string;
+      try {
+        line = await s.readLine();
+      } catch (e) {
+        if (i > 0 && e instanceof CheckFailure && /closed by the server/.test(e.message)) return fail(`no reply line matches ${short(ctx.receive)}`);
+        throw e;
+      }
+      if (!ctx.receive) return pass({ matched: line.slice(0, 200) });
+      const m = match(line);
+      if (m !== null) return pass({ matched: m.slice(0, 200) });
+    }
+    return fail(`no reply line matches ${short(ctx.receive)} in 1000 lines`);
+  } finally {
+    s.close();
+  }
+}

@@ -1,0 +1,79 @@
+// What every check module receives and returns. A protocol check is an async function of a
+// ProbeContext; the dispatcher (../checks.ts) gives it a deadline signal and turns whatever it
+// throws into a failed CheckOutcome, so modules can simply throw on every failure.
+import type { Check, Real, VirtualService } from "../../../shared/schemas/config.ts";
+
+export interface CheckTarget { vs: VirtualService; real: Real }
+
+export interface CheckOutcome {
+  ok: boolean;
+  latencyMs: number;
+  error: string | null;
+  httpStatus: number | null;
+  /** What matched `receive`, when a receive pattern was configured and matched. */
+  matched: string | null;
+}
+
+export interface ProbeContext {
+  target: CheckTarget;
+  check: Check;
+  host: string;
+  port: number;
+  /** Deadline of this attempt in ms (the check's timeout). */
+  timeoutMs: number;
+  /** Deadline for the TCP/TLS connect alone (keepalived connect_timeout), ≤ timeoutMs. */
+  connectTimeoutMs: number;
+  request: string;
+  receive: string;
+  /** Fires at the attempt's deadline or when the prober stops; modules release sockets on it. */
+  signal: AbortSignal;
+}
+
+/** What a protocol module reports; `detail` is the error text when down. */
+export interface ProtoResult { ok: boolean; detail?: string | null; httpStatus?: number | null; matched?: string | null }
+
+export type ProtoCheck = (ctx: ProbeContext) => Promise<ProtoResult>;
+
+/** A failure with a message meant for the operator (shown as the result's error). */
+export class CheckFailure extends Error {}
+
+export const fail = (detail: string, extra: Partial<ProtoResult> = {}): ProtoResult => ({ ok: false, detail, ...extra });
+export const pass = (extra: Partial<ProtoResult> = {}): ProtoResult => ({ ok: true, detail: null, ...extra });
+
+/** The receive pattern as a JavaScript RegExp; an invalid regex is matched as a literal string. */
+export function receiveMatcher(receive: string): (body: string) => string | null {
+  try {
+    const re = new RegExp(receive);
+    return (body) => re.exec(body)?.[0] ?? null;
+  } catch {
+    return (body) => (body.includes(receive) ? receive : null);
+  }
+}
+
+/**
+ * Rejects with the signal's reason text `graceMs` after it fires: the hard stop for a check that
+ * ignores its signal, late enough that a well-behaved one reports its own, more precise detail.
+ */
+export function abortPromise(signal: AbortSignal, graceMs = 0): Promise<never> {
+  return new Promise((_, reject) => {
+    const why = () => reject(new CheckFailure(reasonText(signal)));
+    const later = () => (graceMs > 0 ? setTimeout(why, graceMs).unref() : why());
+    if (signal.aborted) later();
+    else signal.addEventListener("abort", later, { once: true });
+  });
+}
+
+export function reasonText(signal: AbortSignal): string {
+  const r = signal.reason;
+  return r instanceof Error ? r.message : typeof r === "string" ? r : "aborted";
+}
+
+/** Sleeps `ms`, or rejects early when the signal fires. */
+export function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new CheckFailure(reasonText(signal)));
+    const onAbort = () => { clearTimeout(t); reject(new CheckFailure(reasonText(signal))); };
+    const t = setTimeout(() => { signal.removeEventListener("abort", onAbort); resolve(); }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
