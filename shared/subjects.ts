@@ -15,6 +15,7 @@
 //   lvsflow.<site>.report.<node>.connections       executor.connections (executor: active connections per real)
 //   lvsflow.<site>.view.<voter>                    voter.view      (controllers and witnesses: who they hear; quorum)
 //   lvsflow.<site>.lease.<node>.<group>            owner.lease     (controller → executor of <node>, quorum mode)
+//   lvsflow.<site>.inputs.<node>                   controller.inputs (controller: the inputs its machines consumed, for replay)
 //   lvsflow.<site>.query.view                      request; each controller replies with controller.view
 import type { EventType } from "./schemas/events.ts";
 
@@ -48,6 +49,7 @@ export const subjects = {
   lease: (site: string, node: string, group: string) => `lvsflow.${site}.lease.${token(node)}.${token(group)}`,
   leasesFor: (site: string, node: string) => `lvsflow.${site}.lease.${token(node)}.*`,
   queryView: (site: string) => `lvsflow.${site}.query.view`,
+  inputs: (site: string, node: string) => `lvsflow.${site}.inputs.${token(node)}`,
 };
 
 /** Event types the recorder keeps in the audit history (heartbeats and summaries are telemetry). */
@@ -55,3 +57,12 @@ export const AUDITED: ReadonlySet<EventType> = new Set<EventType>([
   "health.result", "decision.pool", "decision.owner", "peer.state", "executor.applied", "executor.drift", "bus.rejected",
   "command.request", "command.ack",
 ]);
+
+/**
+ * Subjects the recorder's durable buffer (a JetStream stream) captures: every audited event's
+ * subject and the controllers' input journals. A new audited event type must add its subject here.
+ */
+export function recordedSubjects(site: string): string[] {
+  const p = `lvsflow.${site}`;
+  return [`${p}.health.*.*.*`, `${p}.decision.>`, `${p}.peer.>`, `${p}.report.>`, `${p}.rejected.>`, `${p}.command.request.*`, `${p}.command.ack.*`, `${p}.inputs.*`];
+}

@@ -49,5 +49,7 @@ export function describe(ev: Event): string {
       return `${ev.data.voter}${ev.data.witness ? " (witness)" : ""} hears ${Object.keys(ev.data.hears).join(", ") || "nobody"}${ev.data.canOwn ? "" : "; no quorum"}`;
     case "owner.lease":
       return `${ev.data.node} may hold ${ev.data.group} (term ${ev.data.term}) for ${ev.data.leaseMs} ms`;
+    case "controller.inputs":
+      return `${ev.data.node} journal ${ev.data.boot.slice(0, 8)} #${ev.data.seq}: ${ev.data.count} input(s) over ${Math.round(ev.data.to - ev.data.from)} ms${ev.data.start ? " (starting point)" : ""}`;
   }
 }

@@ -257,6 +257,27 @@ export const OwnerLease = z.object({
   leaseMs: z.number().int().min(0),
 });
 
+/**
+ * A batch of the inputs one controller fed to its machines, with the time it used for each, so
+ * `lvsflow replay` can feed the same inputs to fresh machines and compare their decisions.
+ * `entries` is a base64 deflate-raw JSON array (services/controller/journal.ts describes it).
+ */
+export const ControllerInputs = z.object({
+  node: z.string(),
+  /** One id per controller start: the batches of one boot form one journal. */
+  boot: z.string().min(1).max(64),
+  /** Batch number within the boot, from 0 without gaps: a gap means inputs were lost. */
+  seq: z.number().int().min(0),
+  /** Times (ms since epoch) of the first and last entry. */
+  from: z.number(),
+  to: z.number(),
+  count: z.number().int().min(0),
+  /** The batch opens with a starting point (machines created or a checkpoint of them): replay may begin here. */
+  start: z.boolean(),
+  encoding: z.literal("deflate-json-base64"),
+  entries: z.string().max(4_000_000),
+});
+
 export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("health.result"), data: HealthResult }),
   z.object({ ...envelope, type: z.literal("health.summary"), data: HealthSummary }),
@@ -274,6 +295,7 @@ export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("controller.view"), data: ControllerView }),
   z.object({ ...envelope, type: z.literal("voter.view"), data: VoterView }),
   z.object({ ...envelope, type: z.literal("owner.lease"), data: OwnerLease }),
+  z.object({ ...envelope, type: z.literal("controller.inputs"), data: ControllerInputs }),
 ]);
 export type Event = z.infer<typeof Event>;
 export type EventType = Event["type"];
