@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { Event, makeEvent, type EventOf, type EventType } from "./schemas/events.ts";
 import { subjects } from "./subjects.ts";
 import { metrics } from "./metrics.ts";
+import { natsConnectOptions, scrubKnownSecrets, type NatsAuth } from "./secrets.ts";
 
 export interface BusOptions {
   servers: string[];
@@ -15,6 +16,8 @@ export interface BusOptions {
   log: Logger;
   user?: string;
   pass?: string;
+  /** Credentials and TLS (shared/secrets.ts natsAuthFromEnv): nkey, user/password, CA, client certificate. */
+  auth?: NatsAuth;
 }
 
 const enc = new TextEncoder();
@@ -42,6 +45,7 @@ export class Bus {
       pingInterval: 2000,
       maxPingOut: 2,
       ...(this.opts.user ? { user: this.opts.user, pass: this.opts.pass } : {}),
+      ...natsConnectOptions(this.opts.auth),
     });
     this.connected = true;
     metrics.busConnected.set(1);
@@ -50,6 +54,8 @@ export class Bus {
       for await (const s of this.nc!.status()) {
         if (s.type === "disconnect") { this.connected = false; metrics.busConnected.set(0); log.warn("bus disconnected; keeping last state"); this.listeners.forEach((l) => l(false)); }
         else if (s.type === "reconnect") { this.connected = true; metrics.busConnected.set(1); log.info("bus reconnected"); this.listeners.forEach((l) => l(true)); }
+        // The server refusing a publish or subscription (permissions) must be visible, not silent.
+        else if (s.type === "error") log.error({ err: String(s.error) }, "bus error");
       }
     })();
     void this.nc.closed().then(() => { this.connected = false; this.closedResolve(); });
@@ -65,7 +71,8 @@ export class Bus {
     // While disconnected, drop rather than buffer: a stale decision delivered late is worse than none.
     if (!this.nc || this.nc.isClosed() || !this.connected) return;
     try {
-      this.nc.publish(subject, enc.encode(JSON.stringify(ev)));
+      // Safety net: a registered secret value never leaves the process inside an event.
+      this.nc.publish(subject, enc.encode(scrubKnownSecrets(JSON.stringify(ev))));
       metrics.published.inc({ type: ev.type });
     } catch (e) {
       this.opts.log.warn({ err: String(e), subject }, "publish failed");
@@ -79,6 +86,7 @@ export class Bus {
   subscribe<T extends EventType>(subject: string, types: readonly T[], handler: (ev: EventOf<T>, subject: string) => void | Promise<void>, queue?: string): Subscription {
     const sub = this.nc!.subscribe(subject, queue ? { queue } : {});
     void (async () => {
+      try {
       for await (const m of sub) {
         let ev: Event;
         try {
@@ -95,6 +103,10 @@ export class Bus {
         } catch (e) {
           this.opts.log.error({ err: e instanceof Error ? e.stack : String(e), subject: m.subject, eventId: ev.id }, "handler failed");
         }
+      }
+      } catch (e) {
+        // The server refused the subscription (permissions): say so loudly, never crash the service.
+        this.opts.log.error({ err: String(e), subject }, "subscription ended by the server");
       }
     })();
     return sub;

@@ -1,5 +1,6 @@
 // pino JSON logs on stderr; a compact human format only when stderr is a terminal.
 import { pino, type Logger, type DestinationStream } from "pino";
+import { LOG_REDACT_PATHS, scrubKnownSecrets } from "./secrets.ts";
 
 export type { Logger };
 
@@ -27,7 +28,9 @@ export function createLogger(service: string, extra: Record<string, unknown> = {
     level,
     base: { service, pid: process.pid, ...extra },
     // Secrets never reach a log line, whatever object they travel in.
-    redact: { paths: ["passwd", "password", "secret", "*.passwd", "*.password", "*.secret", "*.*.passwd", "*.*.secret"], censor: "[redacted]" },
+    redact: { paths: LOG_REDACT_PATHS, censor: "[redacted]" },
+    // …and no secret value read through shared/secrets.ts, whatever message or key carries it.
+    hooks: { streamWrite: scrubKnownSecrets },
   };
   const dest = process.stderr.isTTY && !process.env.LVSFLOW_LOG_JSON ? human : pino.destination({ dest: 2, sync: true });
   return pino(opts, dest);

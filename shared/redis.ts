@@ -2,10 +2,11 @@
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { metrics } from "./metrics.ts";
+import { redisAuthFromEnv, type RedisAuth } from "./secrets.ts";
 
-/** `redis://host:port/db` or `unix:///path/to.sock`. */
-export function createRedis(url: string, log: Logger, name: string): Redis {
-  const common = { lazyConnect: false, maxRetriesPerRequest: 1, retryStrategy: () => 500, connectionName: name, enableOfflineQueue: false };
+/** `redis://host:port/db`, `rediss://…` (TLS) or `unix:///path/to.sock`; ACL user and TLS files from the environment by default. */
+export function createRedis(url: string, log: Logger, name: string, auth: RedisAuth = redisAuthFromEnv()): Redis {
+  const common = { lazyConnect: false, maxRetriesPerRequest: 1, retryStrategy: () => 500, connectionName: name, enableOfflineQueue: false, ...auth };
   const r = url.startsWith("unix://") ? new Redis({ path: url.slice("unix://".length), ...common }) : new Redis(url, common);
   r.on("ready", () => { metrics.redisConnected.set(1); log.info("redis connected"); });
   r.on("end", () => metrics.redisConnected.set(0));

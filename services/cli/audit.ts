@@ -2,6 +2,7 @@
 import { Redis } from "ioredis";
 import { Event } from "../../shared/schemas/events.ts";
 import { keys } from "../../shared/redis.ts";
+import { redisAuthFromEnv } from "../../shared/secrets.ts";
 import { parseCommon } from "./options.ts";
 import { describe } from "./describe.ts";
 
@@ -46,7 +47,8 @@ export async function auditCommand(args: string[]): Promise<number> {
   const { opts, values } = parseCommon(args, { since: { type: "string" }, until: { type: "string" }, vip: { type: "string" }, real: { type: "string" }, type: { type: "string" } });
   if (values.help) { process.stdout.write("usage: lvsflow audit [--since T] [--until T] [--vip V] [--real R] [--node N] [--type T] [--json]\n"); return 0; }
   const site = opts.site ?? "default";
-  const redis = opts.redis.startsWith("unix://") ? new Redis({ path: opts.redis.slice(7), lazyConnect: true }) : new Redis(opts.redis, { lazyConnect: true });
+  const auth = redisAuthFromEnv(); // LVSFLOW_REDIS_USER / LVSFLOW_REDIS_PASS_FILE: the read-only cli user
+  const redis = opts.redis.startsWith("unix://") ? new Redis({ path: opts.redis.slice(7), lazyConnect: true, ...auth }) : new Redis(opts.redis, { lazyConnect: true, ...auth });
   try {
     await redis.connect();
     const evs = await readHistory(redis, site, {

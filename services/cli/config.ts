@@ -6,6 +6,7 @@ import { Model, type VirtualService } from "../../shared/schemas/config.ts";
 import { ConfigError, formatDiagnostic, type Diagnostic } from "../../shared/config/diagnostics.ts";
 import { configToYaml, loadConfig, type ConfigFormat, type LoadedConfig } from "../../shared/config/load.ts";
 import { NativeFile } from "../../shared/config/native.ts";
+import { redactSecrets } from "../../shared/secrets.ts";
 
 const USAGE = `usage:
   lvsflow config check FILE [FILE…] [--json] [--strict] [--format ldirectord|yaml]
@@ -58,7 +59,7 @@ export async function configCommand(args: string[], io: Out = stdio): Promise<nu
   }
   for (const w of loaded.warnings) io.err(formatDiagnostic(w) + "\n");
   if (sub === "convert") io.out(configToYaml(loaded.model));
-  else io.out(json ? JSON.stringify(loaded.model, null, 2) + "\n" : summary(loaded, loaded.warnings));
+  else io.out(json ? JSON.stringify(redactSecrets(loaded.model), null, 2) + "\n" : summary(loaded, loaded.warnings));
   return 0;
 }
 

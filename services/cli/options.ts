@@ -37,7 +37,9 @@ export const ENV_HELP = `Common options (flag / environment variable / default):
   --http-port N        LVSFLOW_HTTP_PORT   0 (off): serves /healthz and /metrics
   --http-host ADDR     LVSFLOW_HTTP_HOST   127.0.0.1
   --state-dir DIR      LVSFLOW_STATE_DIR   /var/lib/lvsflow
-  NATS credentials: LVSFLOW_NATS_USER / LVSFLOW_NATS_PASS`;
+  NATS credentials: LVSFLOW_NATS_NKEY_FILE (nkey seed), or LVSFLOW_NATS_USER + LVSFLOW_NATS_PASS[_FILE];
+    TLS: LVSFLOW_NATS_TLS_CA [+ LVSFLOW_NATS_TLS_CERT, LVSFLOW_NATS_TLS_KEY]   (lvsflow security init writes them)
+  Redis credentials: LVSFLOW_REDIS_USER + LVSFLOW_REDIS_PASS[_FILE]; TLS: rediss:// URL, LVSFLOW_REDIS_TLS_CA`;
 
 export function parseCommon(args: string[], extra: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {}) {
   const { values, positionals } = parseArgs({ args, options: { ...commonFlags, ...extra }, allowPositionals: true, strict: true });

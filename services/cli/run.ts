@@ -10,6 +10,7 @@ import { startController } from "../controller/main.ts";
 import { startExecutor } from "../executor/main.ts";
 import { startRecorder } from "../recorder/main.ts";
 import { parseCommon, ENV_HELP } from "./options.ts";
+import { natsAuthFromEnv, redactUrl, registerModelSecrets } from "../../shared/secrets.ts";
 
 const SERVICES = {
   prober: [startProber],
@@ -37,10 +38,12 @@ export async function runCommand(args: string[]): Promise<number> {
     if (e instanceof ConfigError) { for (const d of e.diagnostics) process.stderr.write(formatDiagnostic(d) + "\n"); return 1; }
     throw e;
   }
+  registerModelSecrets(loaded.model); // probe passwords and RADIUS secrets: scrubbed from every log line and event
   for (const w of loaded.warnings) log.warn({ where: `${w.file}:${w.line}`, directive: w.directive }, w.message);
   const site = opts.site ?? loaded.model.site;
-  const bus = new Bus({ servers: opts.nats, name: `lvsflow-${name}-${opts.node}`, site, node: opts.node, service: name === "node" ? "executor" : name, log, user: opts.natsUser, pass: opts.natsPass });
-  log.info({ site, config: opts.config, version: loaded.version, nats: opts.nats }, "starting");
+  const auth = natsAuthFromEnv();
+  const bus = new Bus({ servers: opts.nats, name: `lvsflow-${name}-${opts.node}`, site, node: opts.node, service: name === "node" ? "executor" : name, log, user: opts.natsUser, pass: opts.natsPass, auth });
+  log.info({ site, config: opts.config, version: loaded.version, nats: opts.nats.map(redactUrl), natsAuth: auth.describe }, "starting");
   await bus.connect();
   const ctx: ServiceContext = { site, node: opts.node, model: loaded.model, configVersion: loaded.version, bus, log, redisUrl: opts.redis, httpPort: opts.httpPort, stateDir: opts.stateDir };
   const running: RunningService[] = [];

@@ -3,6 +3,7 @@
 import { connect } from "@nats-io/transport-node";
 import { Event, type EventOf } from "../../shared/schemas/events.ts";
 import { parseCommon } from "./options.ts";
+import { natsAuthFromEnv, natsConnectOptions, type NatsAuth } from "../../shared/secrets.ts";
 
 export interface ClusterView {
   nodes: Record<string, { priority: number; owned: { group: string; term: number }[]; faults: string[]; ageMs: number; appliedGeneration: number }>;
@@ -11,8 +12,8 @@ export interface ClusterView {
   health: Record<string, Record<string, { ok: boolean; streak: number; ageMs: number; prober: string }[]>>;
 }
 
-export async function collectStatus(servers: string[], site: string, listenMs: number): Promise<ClusterView> {
-  const nc = await connect({ servers, name: "lvsflow-status", timeout: 3000 });
+export async function collectStatus(servers: string[], site: string, listenMs: number, auth: NatsAuth = natsAuthFromEnv()): Promise<ClusterView> {
+  const nc = await connect({ servers, name: "lvsflow-status", timeout: 3000, ...natsConnectOptions(auth) });
   const view: ClusterView = { nodes: {}, pools: {}, owners: {}, health: {} };
   const seen = new Map<string, number>();
   const sub = nc.subscribe(`lvsflow.${site}.>`);
