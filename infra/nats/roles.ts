@@ -1,0 +1,99 @@
+// Who may publish and subscribe to what on the bus: the permission matrix every NATS identity
+// gets. One identity per role and per node where the subject names the node, so a stolen
+// prober key cannot speak for a controller and lb1's executor key cannot read lb2's decisions.
+//
+// When you add a subject a service publishes or subscribes to, add it here too: the lab and the
+// permission tests run with this matrix, and the server refuses anything it does not allow.
+import { token } from "../../shared/subjects.ts";
+
+export const ROLES = ["prober", "controller", "executor", "node", "recorder", "operator", "witness"] as const;
+export type Role = (typeof ROLES)[number];
+
+/** One NATS user: a role, and the node (or instance) name it acts for. */
+export interface Identity { role: Role; name: string }
+
+export interface SubjectPermissions {
+  publish: string[];
+  subscribe: string[];
+  /** May answer requests it received (reply subjects), once each, for a short while. */
+  allowResponses: boolean;
+}
+
+/** Identity names go into subjects and file names: the same rule as node names. */
+export const IDENTITY_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+export const identityId = (i: Identity): string => `${i.role}-${i.name}`;
+
+export function parseIdentityId(id: string): Identity | null {
+  const m = /^([a-z]+)-(.+)$/.exec(id);
+  if (!m || !(ROLES as readonly string[]).includes(m[1]!) || !IDENTITY_NAME.test(m[2]!)) return null;
+  return { role: m[1] as Role, name: m[2]! };
+}
+
+/** What each role does on the bus, as the README's subject table says. */
+export function permissionsFor(site: string, id: Identity): SubjectPermissions {
+  if (!IDENTITY_NAME.test(site)) throw new Error(`invalid site name ${JSON.stringify(site)}`);
+  if (!IDENTITY_NAME.test(id.name)) throw new Error(`invalid ${id.role} name ${JSON.stringify(id.name)}`);
+  const s = `lvsflow.${site}`;
+  const n = token(id.name);
+  switch (id.role) {
+    case "prober":
+      // Health results and summaries under its own name; it listens to nothing.
+      return { publish: [`${s}.health.${n}.>`, `${s}.rejected.prober.${n}`], subscribe: [], allowResponses: false };
+    case "controller":
+      // Decisions and leases for its own node's executor, its view of the peers, its command
+      // acknowledgements and overrides, its input journal. Reads health, heartbeats, operators'
+      // command requests, the other controllers' overrides and views, connection counts (drain),
+      // and answers status queries (allow_responses).
+      return {
+        publish: [`${s}.decision.${n}.>`, `${s}.lease.${n}.*`, `${s}.peer.${n}.>`, `${s}.command.ack.${n}`, `${s}.command.state.${n}`,
+          `${s}.view.${n}`, `${s}.inputs.${n}`, `${s}.rejected.controller.${n}`],
+        subscribe: [`${s}.health.>`, `${s}.heartbeat.*`, `${s}.command.request.*`, `${s}.command.state.*`, `${s}.view.*`,
+          `${s}.query.view`, `${s}.report.*.connections`],
+        allowResponses: true,
+      };
+    case "executor":
+      // Only its own node's decisions and leases; publishes its own heartbeats and reports.
+      return {
+        publish: [`${s}.heartbeat.${n}`, `${s}.report.${n}.>`, `${s}.rejected.executor.${n}`],
+        subscribe: [`${s}.decision.${n}.>`, `${s}.lease.${n}.*`],
+        allowResponses: false,
+      };
+    case "node": {
+      // `lvsflow run node`: prober, controller and executor of one node in one process.
+      const parts = (["prober", "controller", "executor"] as const).map((role) => permissionsFor(site, { role, name: id.name }));
+      return {
+        publish: [...new Set(parts.flatMap((p) => p.publish))],
+        subscribe: [...new Set(parts.flatMap((p) => p.subscribe))],
+        allowResponses: true,
+      };
+    }
+    case "recorder":
+      // Reads everything of the site; its durable buffer is a JetStream stream (API requests,
+      // acks, deliveries to its inboxes).
+      return {
+        publish: [`${s}.rejected.recorder.${n}`, "$JS.API.>", "$JS.ACK.>"],
+        subscribe: [`${s}.>`, "_INBOX.>"],
+        allowResponses: false,
+      };
+    case "operator":
+      // `lvsflow status`, commands, the dashboard: reads everything of the site, publishes command
+      // requests and status queries only, and receives replies on its own inboxes.
+      return { publish: [`${s}.command.request.*`, `${s}.query.view`], subscribe: [`${s}.>`, "_INBOX.>"], allowResponses: false };
+    case "witness":
+      // A quorum voter that is not an LB node: hears heartbeats and views, publishes its own view.
+      return { publish: [`${s}.view.${n}`, `${s}.rejected.witness.${n}`], subscribe: [`${s}.heartbeat.*`, `${s}.view.*`], allowResponses: false };
+  }
+}
+
+/** The identities a site needs: per LB node a prober, controller, executor and node identity, plus extras. */
+export function siteIdentities(nodes: string[], extra: { probers?: string[]; recorders?: string[]; operators?: string[]; witnesses?: string[] } = {}): Identity[] {
+  const out: Identity[] = [];
+  for (const name of nodes) for (const role of ["prober", "controller", "executor", "node"] as const) out.push({ role, name });
+  for (const name of extra.probers ?? []) out.push({ role: "prober", name });
+  for (const name of extra.recorders ?? ["recorder"]) out.push({ role: "recorder", name });
+  for (const name of extra.operators ?? ["operator"]) out.push({ role: "operator", name });
+  for (const name of extra.witnesses ?? []) out.push({ role: "witness", name });
+  const seen = new Set<string>();
+  return out.filter((i) => (seen.has(identityId(i)) ? false : (seen.add(identityId(i)), true)));
+}
