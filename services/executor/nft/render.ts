@@ -150,7 +150,9 @@ function servicePieces(p: PoolSpec): { chains: DesiredChain[]; sets: NftSet[] } 
     if (p.persistence) {
       const aff = affSetName(p.vs, rid);
       sets.push({ kind: "set", name: aff, type: "ipv4_addr", flags: ["dynamic", "timeout"], timeoutS: p.persistence.timeout, comment: `${p.vs} ${rid}` });
-      svcBody.push({ expr: `${key} @${aff} goto ${ep}`, label: "" });
+      // A draining real (operator drain) takes no new connections at all: its affinity is not
+      // looked up, so persistent clients are scheduled afresh; its set stays for a cancelled drain.
+      if (!r.draining) svcBody.push({ expr: `${key} @${aff} goto ${ep}`, label: "" });
       // A separate rule: if the set is full the update breaks only this rule, the dnat still runs.
       epBody.push({ expr: `update @${aff} { ${key} }`, label: "" });
     }
