@@ -13,6 +13,7 @@ import { NftablesDriver } from "./nft/driver.ts";
 import { readAddresses, ensureAddresses, sendGarp, garpSchedule } from "./addresses.ts";
 import { loadState, saveState } from "./state.ts";
 import { checkPoolDecision, checkOwnerDecision } from "./guard.ts";
+import { startConnectionReports } from "../commands/connections.ts";
 
 const applyLatency = new client.Histogram({ name: "lvsflow_executor_apply_seconds", help: "Kernel apply duration", labelNames: ["kind"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
 const refused = new client.Counter({ name: "lvsflow_executor_decisions_refused_total", help: "Decisions refused (stale term, wrong node, outside configuration)", labelNames: ["reason"], registers: [registry] });
@@ -166,12 +167,14 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, faults: faults(), driver: "nftables" }, { source, configVersion: ctx.configVersion }));
   };
   const hb = setInterval(beat, model.timers.heartbeatMs);
+  // Active connections per real (conntrack), for operator drains and status.
+  const conns = startConnectionReports({ site, node, bus, log, configVersion: ctx.configVersion, pools: () => [...pools.values()].map((p) => p.spec) });
 
   bus.subscribe(subjects.decisionsFor(site, node), ["decision.pool", "decision.owner"], (ev) => (ev.type === "decision.pool" ? onPool(ev) : onOwner(ev)));
   beat();
 
   return {
-    async stop() { clearInterval(hb); clearInterval(repair); for (const c of cancelGarp.values()) c(); },
+    async stop() { clearInterval(hb); clearInterval(repair); conns.stop(); for (const c of cancelGarp.values()) c(); },
     health() {
       const f = faults();
       return { ok: f.length === 0, faults: f, bus: bus.connected, appliedGeneration: state.appliedGeneration, held: Object.fromEntries(held), services: pools.size };
