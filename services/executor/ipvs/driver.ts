@@ -1,0 +1,234 @@
+// IPVS driver: reconciles the kernel's IPVS table with the desired pools through ipvsadm.
+// read (ipvsadm-save -n + ipvsadm -Ln --thresholds) → plan (pure, safe order) → one ipvsadm per
+// operation; a failing operation is reported with its stderr and the rest of the plan still runs
+// → read back and verify. A kernel that already matches costs two reads and no change.
+import type { Logger } from "pino";
+import type { PoolSpec } from "../../../shared/schemas/events.ts";
+import { renderSave } from "./argv.ts";
+import { desiredTable, fallbackKeys, IpvsSpecError, type PoolInput } from "./desired.ts";
+import { localHost, type IpvsHost } from "./host.ts";
+import { mergeThresholds, parseSave, parseThresholds } from "./parse.ts";
+import { planIpvs, type IpvsOp } from "./plan.ts";
+import { parseDaemons, planSync, type SyncDaemonConfig, type SyncDaemonState, type SyncRole } from "./sync.ts";
+import { sysctlName, sysctlTargets, type IpvsSysctls } from "./sysctl.ts";
+import { checkVersions, missingFeatures, type IpvsVersions } from "./version.ts";
+import { destKey, serviceKey, type IpvsTable } from "./table.ts";
+
+export interface IpvsOpFailure { op: string; code: number; stderr: string }
+
+export interface IpvsApplyResult {
+  ok: boolean;
+  /** The operations run, as command lines (ipvsadm-restore: one entry per line it loaded). */
+  ops: string[];
+  error: string | null;
+  readback: string | null;
+  durationMs: number;
+  /** Differences found although the desired state had not changed since the last good apply: hand edits. */
+  drift: string[];
+  failures: IpvsOpFailure[];
+  /** `ipvsadm-save -n` after the apply. */
+  saved: string | null;
+}
+
+export interface IpvsDriverOptions {
+  host?: IpvsHost;
+  log?: Logger;
+  /** Configured fallbacks (any form fallbackKeys() accepts): deleted at once, never quiesced. */
+  fallbacks?: Parameters<typeof fallbackKeys>[0];
+  /** Scheduler flags and one-packet scheduling per virtual service id, when decisions lack them. */
+  extras?: ReadonlyMap<string, { schedFlags: string | null; onePacket: boolean }>;
+  sysctls?: Partial<IpvsSysctls>;
+  /** The sync daemon and the floating group whose owner runs it as master. */
+  syncDaemon?: (SyncDaemonConfig & { group: string | null }) | null;
+}
+
+const cmdline = (argv: string[]) => argv.join(" ");
+
+export class IpvsUnavailableError extends Error {
+  constructor(message: string) { super(message); this.name = "IpvsUnavailableError"; }
+}
+
+export class IpvsDriver {
+  readonly kind = "ipvs" as const;
+  readonly host: IpvsHost;
+  private readonly log?: Logger;
+  private readonly fallbacks: Set<string>;
+  private readonly opts: IpvsDriverOptions;
+  private versions: IpvsVersions | null = null;
+  private help = "";
+  private lastGood: string | null = null;
+
+  constructor(opts: IpvsDriverOptions = {}) {
+    this.opts = opts;
+    this.host = opts.host ?? localHost();
+    this.log = opts.log;
+    this.fallbacks = fallbackKeys(opts.fallbacks ?? []);
+  }
+
+  /**
+   * The version check (once): refuses with IpvsUnavailableError when the kernel has no IPVS or
+   * ipvsadm does not match it. ipvsadm itself asks the kernel to load ip_vs when it is missing.
+   */
+  async check(): Promise<IpvsVersions> {
+    if (this.versions) return this.versions;
+    let proc = await this.host.readFile("/proc/net/ip_vs");
+    let version: string | null = null;
+    const v = await this.host.run(["ipvsadm", "--version"]).catch(() => null);
+    if (v && v.code !== 127) version = v.stdout + v.stderr;
+    proc ??= await this.host.readFile("/proc/net/ip_vs");
+    const verdict = checkVersions(proc, version);
+    if (!verdict.ok) throw new IpvsUnavailableError(`IPVS driver refused on ${this.host.label}: ${verdict.error}`);
+    const h = await this.host.run(["ipvsadm", "-h"]);
+    this.help = h.stdout + h.stderr;
+    this.versions = verdict.versions;
+    this.log?.info({ ...verdict.versions, host: this.host.label }, "IPVS driver: ipvsadm matches the kernel's IPVS");
+    return verdict.versions;
+  }
+
+  /** The kernel table; read twice more if the table changed between the two listings. */
+  async read(): Promise<IpvsTable> {
+    for (let attempt = 0; ; attempt++) {
+      const [save, th] = [await this.host.run(["ipvsadm-save", "-n"]), await this.host.run(["ipvsadm", "-Ln", "--thresholds"])];
+      if (save.code !== 0) throw new Error(`ipvsadm-save -n failed (${save.code}): ${save.stderr.trim()}`);
+      if (th.code !== 0) throw new Error(`ipvsadm -Ln --thresholds failed (${th.code}): ${th.stderr.trim()}`);
+      const t = mergeThresholds(parseSave(save.stdout), parseThresholds(th.stdout));
+      if (t) return t;
+      if (attempt >= 2) throw new Error("the IPVS table kept changing while it was read");
+    }
+  }
+
+  /** `ipvsadm-save -n` as text. */
+  async save(): Promise<string> {
+    const r = await this.host.run(["ipvsadm-save", "-n"]);
+    if (r.code !== 0) throw new Error(`ipvsadm-save -n failed (${r.code}): ${r.stderr.trim()}`);
+    return r.stdout;
+  }
+
+  private withExtras(pools: readonly PoolSpec[]): PoolInput[] {
+    return pools.map((p) => {
+      const x = this.opts.extras?.get(p.vs);
+      const q = p as PoolInput;
+      return { ...p, schedFlags: q.schedFlags ?? x?.schedFlags ?? null, onePacket: q.onePacket ?? x?.onePacket ?? false };
+    });
+  }
+
+  summarize(t: IpvsTable, pools: readonly PoolSpec[] = []): string {
+    const fb = new Set([...this.fallbacks, ...fallbackKeys(pools)]);
+    let reals = 0, quiescent = 0, fallbacks = 0;
+    for (const s of t.services) for (const d of s.dests) {
+      if (fb.has(`${serviceKey(s)} ${destKey(d)}`)) fallbacks++;
+      else { reals++; if (d.weight === 0) quiescent++; }
+    }
+    const n = (k: number, w: string) => `${k} ${w}${k === 1 ? "" : "s"}`;
+    return `${n(t.services.length, "service")}, ${n(reals, "real")} (${quiescent} quiescent), ${n(fallbacks, "fallback")}`;
+  }
+
+  /** read → plan → run each op (continuing past failures) → read back. Never throws. */
+  async apply(pools: PoolSpec[]): Promise<IpvsApplyResult> {
+    const t0 = performance.now();
+    const ops: string[] = [];
+    const failures: IpvsOpFailure[] = [];
+    let drift: string[] = [];
+    const done = (r: Partial<IpvsApplyResult> & { ok: boolean; error: string | null }): IpvsApplyResult => {
+      const res: IpvsApplyResult = { readback: null, saved: null, ...r, ops, failures, drift, durationMs: Math.round((performance.now() - t0) * 10) / 10 };
+      if (res.ops.length || !res.ok) this.log?.[res.ok ? "info" : "error"]({ ops: res.ops.length, failures: failures.length, drift: drift.length, readback: res.readback, durationMs: res.durationMs, error: res.error }, res.ok ? "ipvs apply" : "ipvs apply failed");
+      return res;
+    };
+    let desired: IpvsTable;
+    let current: IpvsTable;
+    try {
+      await this.check();
+      desired = desiredTable(this.withExtras(pools)); // bad input stops here: no command built
+      const missing = missingFeatures(desired, this.help);
+      if (missing.length) return done({ ok: false, error: `this ipvsadm cannot express the configuration: ${missing.join("; ")}` });
+      current = await this.read();
+    } catch (e) {
+      return done({ ok: false, error: e instanceof IpvsSpecError ? `invalid virtual service, nothing applied: ${e.message}` : (e as Error).message });
+    }
+    const fallbacks = new Set([...this.fallbacks, ...fallbackKeys(pools)]);
+    const plan = planIpvs(desired, current, { fallbacks });
+    const key = renderSave(desired) + JSON.stringify(desired.services.map((s) => s.dests.map((d) => [d.upper, d.lower])));
+    if (plan.ops.length && this.lastGood === key) {
+      drift = plan.reasons;
+      this.log?.warn({ found: drift }, "IPVS table drifted from the applied state (hand edit?): repairing");
+    }
+    if (!plan.ops.length) return done({ ok: true, error: null, readback: this.summarize(current, pools) });
+
+    const okOps = new Set<number>();
+    for (const [i, op] of plan.ops.entries()) {
+      if (op.after !== undefined && !okOps.has(op.after)) {
+        ops.push(`${cmdline(op.argv)} (skipped: ${cmdline(plan.ops[op.after].argv)} failed)`);
+        failures.push({ op: cmdline(op.argv), code: -1, stderr: "skipped: its virtual service could not be added" });
+        continue;
+      }
+      if (op.kind === "restore") ops.push(...op.input!.trim().split("\n").map((l) => `ipvsadm-restore: ${l}`));
+      else ops.push(cmdline(op.argv));
+      const r = await this.runOp(op);
+      if (r.code === 0) okOps.add(i);
+      else failures.push({ op: op.kind === "restore" ? "ipvsadm-restore" : cmdline(op.argv), code: r.code, stderr: r.stderr.trim() });
+    }
+    const errors = failures.map((f) => `${f.op} failed (${f.code}): ${f.stderr}`);
+    try {
+      const saved = await this.save();
+      const after = await this.read();
+      const left = planIpvs(desired, after, { fallbacks, restore: false });
+      if (left.ops.length) errors.push(`read-back differs from desired: ${left.reasons.join("; ")}`);
+      const ok = errors.length === 0;
+      if (ok) this.lastGood = key;
+      return done({ ok, error: ok ? null : errors.join("\n"), readback: this.summarize(after, pools), saved });
+    } catch (e) {
+      errors.push(`read-back failed: ${(e as Error).message}`);
+      return done({ ok: false, error: errors.join("\n") });
+    }
+  }
+
+  private runOp(op: IpvsOp) {
+    return this.host.run(op.argv, { input: op.input, timeoutMs: 30_000 }).catch((e: Error) => ({ code: 125, stdout: "", stderr: e.message }));
+  }
+
+  /** Enforces the IPVS sysctls (sysctl.ts); returns the writes done. routeLocalnet is nftables' concern. */
+  async ensureSysctls(_opts: { routeLocalnet: boolean } = { routeLocalnet: false }): Promise<string[]> {
+    await this.check();
+    const done: string[] = [];
+    for (const [path, value] of sysctlTargets(this.opts.sysctls)) {
+      const cur = (await this.host.readFile(path))?.trim();
+      if (cur === undefined) throw new Error(`${sysctlName(path)} does not exist on ${this.host.label}`);
+      if (cur === value) continue;
+      await this.host.writeFile(path, value);
+      done.push(`sysctl ${sysctlName(path)}=${value}`);
+    }
+    if (done.length) this.log?.info({ writes: done }, "IPVS sysctls set");
+    return done;
+  }
+
+  async syncDaemons(): Promise<SyncDaemonState[]> {
+    const r = await this.host.run(["ipvsadm", "-L", "--daemon"]);
+    if (r.code !== 0) throw new Error(`ipvsadm -L --daemon failed (${r.code}): ${r.stderr.trim()}`);
+    return parseDaemons(r.stdout);
+  }
+
+  /**
+   * The sync daemon follows the configured floating group: master while this node owns it,
+   * backup otherwise. Returns the ipvsadm calls made; throws with the failing call's stderr.
+   */
+  async onOwnership(group: string, role: "owner" | "backup"): Promise<string[]> {
+    const cfg = this.opts.syncDaemon;
+    if (!cfg || (cfg.group !== null && cfg.group !== group)) return [];
+    return this.setSyncRole(role === "owner" ? "master" : "backup");
+  }
+
+  async setSyncRole(want: SyncRole): Promise<string[]> {
+    const cfg = this.opts.syncDaemon;
+    if (!cfg) return [];
+    await this.check();
+    const calls = planSync(await this.syncDaemons(), want, cfg);
+    const done: string[] = [];
+    for (const argv of calls) {
+      const r = await this.host.run(argv);
+      if (r.code !== 0) throw new Error(`${cmdline(argv)} failed (${r.code}): ${r.stderr.trim()}`);
+      done.push(cmdline(argv));
+    }
+    if (done.length) this.log?.info({ role: want, calls: done }, "IPVS sync daemon switched");
+    return done;
+  }
+}
