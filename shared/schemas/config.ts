@@ -147,6 +147,30 @@ export const Timers = z.object({
   deadMs: z.number().int().min(30).default(300),
 });
 
+/** IPVS driver settings (docs: services/executor/ipvs/sysctl.ts and sync.ts). null = leave the sysctl alone. */
+export const IpvsSettings = z.object({
+  /** net.ipv4.vs.expire_nodest_conn (lvsflow default 1): connections to a deleted real expire at once. */
+  expireNodestConn: z.boolean().nullable().default(true),
+  /** net.ipv4.vs.expire_quiescent_template (default 1): persistent clients leave a quiesced real. */
+  expireQuiescentTemplate: z.boolean().nullable().default(true),
+  /** net.ipv4.vs.conntrack (default: leave alone): 1 only if netfilter must see IPVS flows. */
+  conntrack: z.boolean().nullable().default(null),
+  /** net.ipv4.ip_forward (default 1): LVS-NAT forwards. */
+  ipForward: z.boolean().nullable().default(true),
+  /** Connection sync daemon: master on the owner of `group`, backup elsewhere (keepalived lvs_sync_daemon). */
+  syncDaemon: z.object({
+    interface: InterfaceName,
+    syncId: z.number().int().min(0).max(255).default(0),
+    /** Floating group whose owner is master; null = the first group. */
+    group: Name.nullable().default(null),
+    mcastGroup: IpAddress.nullable().default(null),
+    port: Port.nullable().default(null),
+    ttl: z.number().int().min(1).max(255).nullable().default(null),
+    maxlen: z.number().int().min(1).max(65507).nullable().default(null),
+  }).nullable().default(null),
+});
+export type IpvsSettings = z.infer<typeof IpvsSettings>;
+
 export const Global = z.object({
   autoreload: z.boolean().default(false),
   /** Health vantage policy: how many fresh probers must see a real down before it is removed. */
@@ -157,6 +181,8 @@ export const Global = z.object({
   witnesses: z.array(Name).default([]),
   /** Seed of the consistent hash every node's data plane uses to pick a real (same on all nodes). */
   hashSeed: z.number().int().min(0).max(0xffffffff).default(0x5eed),
+  /** IPVS driver settings (driver ipvs or auto). */
+  ipvs: IpvsSettings.optional(),
 });
 
 export const Model = z.object({

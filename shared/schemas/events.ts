@@ -73,6 +73,10 @@ export const PoolSpec = z.object({
   reals: z.array(PoolReal),
   /** The fallback server, present only while it is active (no real up). */
   fallback: z.object({ address: IpAddress, port: Port, forwarding: Forwarding }).nullable(),
+  /** IPVS scheduler flags (ldirectord schedflags, e.g. "sh-port"); absent = none. */
+  schedFlags: z.string().nullable().optional(),
+  /** One-packet scheduling (ldirectord ops, UDP). */
+  onePacket: z.boolean().optional(),
 });
 export type PoolSpec = z.infer<typeof PoolSpec>;
 
