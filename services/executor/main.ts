@@ -9,7 +9,7 @@ import { makeEvent, type EventOf, type PoolSpec } from "../../shared/schemas/eve
 import type { FloatingAddress } from "../../shared/schemas/config.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
-import { NftablesDriver } from "./nft/driver.ts";
+import { chooseDriver } from "./driver.ts";
 import { readAddresses, ensureAddresses, sendGarp, garpSchedule } from "./addresses.ts";
 import { loadState, saveState } from "./state.ts";
 import { checkPoolDecision, checkOwnerDecision } from "./guard.ts";
@@ -27,7 +27,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   const source = { service: "executor" as const, node };
   const statePath = join(ctx.stateDir, `executor-${node}.json`);
   const state = loadState(statePath);
-  const driver = new NftablesDriver({ log });
+  const driver = await chooseDriver(model.global.driver, { model, log });
   const priority = model.nodes.find((n) => n.name === node)?.priority ?? 0;
   const startedAt = new Date().toISOString();
   const pools = new Map<string, PoolEntry>();
@@ -76,6 +76,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
           log[r.ok ? "info" : "error"]({ ops: r.ops.length, error: r.error, readback: r.readback, ms: Math.round(r.durationMs) }, r.ok ? "applied virtual services" : "apply failed");
           report("pool", r, gen, cause);
         }
+        if (r.drift?.length) bus.publish(subjects.report(site, node, "drift"), makeEvent("executor.drift", { node, found: r.drift, repaired: r.ok }, { source, causationId: cause?.eventId ?? null, correlationId: cause?.correlationId ?? cause?.eventId ?? null, configVersion: ctx.configVersion }));
       } while (dirty);
     } finally {
       applying = false;
@@ -145,6 +146,8 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     state.terms[d.group] = d.term;
     saveState(statePath, state);
     await applyGroup(g, d.group, "decision");
+    // IPVS: the connection sync daemon follows the group (master on its owner, backup elsewhere).
+    if (driver.onOwnership) await driver.onOwnership(d.group, d.role).then((ops) => { if (ops.length) log.info({ group: d.group, role: d.role, ops }, "sync daemon switched"); }, (e: Error) => log.error({ group: d.group, err: e.message }, "sync daemon switch failed"));
   };
 
   // Owners re-add missing addresses; non-owners remove stale ones (no split brain left behind).
@@ -164,7 +167,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   };
   const beat = () => {
     const owned = [...held].filter(([, h]) => h).map(([group]) => ({ group, term: state.terms[group] ?? 0 }));
-    bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, faults: faults(), driver: "nftables" }, { source, configVersion: ctx.configVersion }));
+    bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, faults: faults(), driver: driver.kind }, { source, configVersion: ctx.configVersion }));
   };
   const hb = setInterval(beat, model.timers.heartbeatMs);
   // Active connections per real (conntrack), for operator drains and status.
