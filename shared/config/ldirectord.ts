@@ -21,7 +21,13 @@ export interface LdirectordResult {
 /** ldirectord's built-in defaults (set_defaults / ld_setup). */
 export const LD_DEFAULTS = { checktimeout: 5, negotiatetimeout: 30, checkinterval: 10, failurecount: 1, scheduler: "wrr" } as const;
 
-export function parseLdirectord(text: string, file: string, opts: { strict?: boolean } = {}): LdirectordResult {
+export interface LdirectordOptions {
+  strict?: boolean;
+  /** Why the probers cannot run a virtual service's check, or null; reported as an error at its checktype/service line. */
+  supports?: (vs: VirtualService) => string | null;
+}
+
+export function parseLdirectord(text: string, file: string, opts: LdirectordOptions = {}): LdirectordResult {
   const c = new Collector(file, opts.strict ?? false);
   const { globals, blocks } = layoutLdirectord(text, c);
   const g: GlobalSettings = { at: {} };
@@ -58,6 +64,11 @@ export function parseLdirectord(text: string, file: string, opts: { strict?: boo
       continue;
     }
     seen.set(vs.id, block.header.line);
+    const why = opts.supports?.(vs);
+    if (why) {
+      const s = v.at.checktype ?? v.at.service ?? block.header;
+      c.error(s.line, s.valueCol, s.key, `${vs.id}: ${why}`);
+    }
     out.push(vs);
   }
   if (!g.fork) {

@@ -7,13 +7,21 @@ import { stringify } from "yaml";
 import { Model, type FloatingGroup, type LbNode, type VirtualService } from "../schemas/config.ts";
 import { Collector, ConfigError, hasErrors, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
 import { parseLdirectord } from "./ldirectord.ts";
+import { looksLikeKeepalived, parseKeepalived } from "./keepalived.ts";
 import { parseNative, type NativePart, type Position } from "./native.ts";
 
-export type ConfigFormat = "ldirectord" | "yaml";
-export interface LoadOptions { strict?: boolean; format?: ConfigFormat; readFile?: (path: string) => string }
+export type ConfigFormat = "ldirectord" | "keepalived" | "yaml";
+export const FORMATS: readonly ConfigFormat[] = ["ldirectord", "keepalived", "yaml"];
+export interface LoadOptions {
+  strict?: boolean;
+  format?: ConfigFormat;
+  readFile?: (path: string) => string;
+  /** Why the probers cannot run a virtual service's check (null if they can): an error at load time, never a silent "up". */
+  supports?: (vs: VirtualService) => string | null;
+}
 export interface LoadedConfig {
   model: Model;
-  /** sha256 of the concatenated source texts, first 16 hex digits. */
+  /** The configuration version: sha256 of the source texts (each length-prefixed), first 16 hex digits. */
   version: string;
   warnings: Diagnostic[];
   sources: { path: string; text: string }[];
@@ -21,11 +29,20 @@ export interface LoadedConfig {
 
 const NATIVE_KEYS = /^(schemaVersion|include|site|nodes|groups|timers|global|virtualServices)\s*:/m;
 
-/** By extension (.yaml/.yml), else by content: a native top-level key makes it YAML. */
+/** By extension (.yaml/.yml, .cf), else by content: keepalived's blocks, a native top-level key. */
 export function detectFormat(path: string, text: string): ConfigFormat {
   if (/\.ya?ml$/i.test(path)) return "yaml";
-  if (/\.(cf|conf)$/i.test(path)) return "ldirectord";
+  if (/\.cf$/i.test(path)) return "ldirectord";
+  if (/keepalived[^/]*$/i.test(path) || looksLikeKeepalived(text)) return "keepalived";
+  if (/\.conf$/i.test(path)) return "ldirectord";
   return NATIVE_KEYS.test(text) && !/^\s*virtual6?\s*=/m.test(text) ? "yaml" : "ldirectord";
+}
+
+/** The version of a set of source texts (paths do not count: the same files elsewhere are the same configuration). */
+export function versionOf(sources: readonly { text: string }[]): string {
+  const h = createHash("sha256");
+  for (const s of sources) h.update(`${Buffer.byteLength(s.text)}:`).update(s.text);
+  return h.digest("hex").slice(0, 16);
 }
 
 export function loadConfig(files: string[], opts: LoadOptions = {}): LoadedConfig {
@@ -48,6 +65,8 @@ export function loadConfigSources(sources: { path: string; text: string }[], opt
   const diagnostics: Diagnostic[] = [];
   const all: { path: string; text: string }[] = [];
   const nodes: { node: LbNode; at: Position }[] = [];
+  // Nodes a keepalived.conf implies (router_id, priority): used only when no file declares nodes.
+  const derivedNodes: { node: LbNode; at: Position }[] = [];
   const groups: { group: FloatingGroup; at: Position; locate: (p: (string | number)[]) => Position }[] = [];
   const vss: VirtualService[] = [];
   let site: { name: string; file: string } | undefined;
@@ -61,14 +80,23 @@ export function loadConfigSources(sources: { path: string; text: string }[], opt
   for (const src of sources) {
     all.push(src);
     const format = opts.format ?? detectFormat(src.path, src.text);
+    if (format === "keepalived") {
+      const r = parseKeepalived(src.text, src.path, { strict: opts.strict, supports: opts.supports });
+      diagnostics.push(...r.diagnostics);
+      vss.push(...r.virtualServices);
+      const at = { file: src.path, line: 1, col: 1 };
+      r.nodes.forEach((node) => derivedNodes.push({ node, at }));
+      r.groups.forEach((group) => groups.push({ group, at, locate: () => at }));
+      continue;
+    }
     if (format === "ldirectord") {
-      const r = parseLdirectord(src.text, src.path, { strict: opts.strict });
+      const r = parseLdirectord(src.text, src.path, { strict: opts.strict, supports: opts.supports });
       diagnostics.push(...r.diagnostics);
       vss.push(...r.virtualServices);
       ldAutoreload = (ldAutoreload ?? false) || r.global.autoreload;
       continue;
     }
-    const r = parseNative(src.text, src.path, { strict: opts.strict, readFile: opts.readFile });
+    const r = parseNative(src.text, src.path, { strict: opts.strict, readFile: opts.readFile, supports: opts.supports });
     diagnostics.push(...r.diagnostics);
     all.push(...r.sources);
     const p = r.part;
@@ -79,12 +107,20 @@ export function loadConfigSources(sources: { path: string; text: string }[], opt
       } else site ??= { name: p.site, file: src.path };
     }
     p.nodes?.forEach((node, k) => nodes.push({ node, at: r.locate(["nodes", k, "name"]) }));
+    p.derivedNodes?.forEach((node) => derivedNodes.push({ node, at: r.locate(["include"]) }));
     p.groups?.forEach((group, k) => groups.push({ group, at: r.locate(["groups", k, "name"]), locate: (q) => r.locate(["groups", k, ...q]) }));
     timers = { ...timers, ...p.timers };
     global = { ...global, ...p.global };
     vss.push(...p.virtualServices);
   }
 
+  if (nodes.length) {
+    for (const d of derivedNodes) {
+      if (!nodes.some((n) => n.node.name === d.node.name)) {
+        diagnostics.push(diag("warning", d.at, "nodes", `node "${d.node.name}" (priority ${d.node.priority}) from keepalived is not used: the nodes come from ${nodes[0].at.file}`));
+      }
+    }
+  } else nodes.push(...derivedNodes);
   const model = {
     site: site?.name,
     nodes: nodes.map((n) => n.node),
@@ -102,7 +138,7 @@ export function loadConfigSources(sources: { path: string; text: string }[], opt
   }
   const sorted = sortDiagnostics(diagnostics);
   if (hasErrors(sorted) || !parsed.success) throw new ConfigError(sorted);
-  const version = createHash("sha256").update(all.map((s) => s.text).join("")).digest("hex").slice(0, 16);
+  const version = versionOf(all);
   return { model: parsed.data, version, warnings: sorted, sources: all };
 }
 

@@ -15,6 +15,7 @@ import {
 } from "../schemas/config.ts";
 import { Collector, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
 import { parseLdirectord, LD_DEFAULTS } from "./ldirectord.ts";
+import { looksLikeKeepalived, parseKeepalived } from "./keepalived.ts";
 import { serviceForPort } from "./ldirectord-values.ts";
 
 type Path = (string | number)[];
@@ -69,6 +70,8 @@ export interface NativePart {
   timers?: Partial<z.infer<typeof Timers>>;
   global?: Partial<z.infer<typeof Global>>;
   virtualServices: VirtualService[];
+  /** Nodes an included keepalived.conf implies; used only when no file declares nodes. */
+  derivedNodes?: LbNodeT[];
 }
 export interface NativeResult {
   part: NativePart;
@@ -79,7 +82,7 @@ export interface NativeResult {
   locate(path: Path): Position;
 }
 
-export interface NativeOptions { strict?: boolean; readFile?: (path: string) => string }
+export interface NativeOptions { strict?: boolean; readFile?: (path: string) => string; supports?: (vs: VirtualService) => string | null }
 
 export function parseNative(text: string, file: string, opts: NativeOptions = {}): NativeResult {
   const c = new Collector(file, opts.strict ?? false);
@@ -134,7 +137,7 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
   includes.forEach((inc, k) => {
     const where: Path = Array.isArray(f.include) ? ["include", k] : ["include"];
     const path = isAbsolute(inc) ? inc : resolvePath(dirname(file), inc);
-    if (/\.ya?ml$/i.test(inc)) return at(where, "only ldirectord files can be included", "list the YAML file as another configuration file");
+    if (/\.ya?ml$/i.test(inc)) return at(where, "only ldirectord.cf and keepalived.conf files can be included", "list the YAML file as another configuration file");
     let text: string;
     try {
       text = (opts.readFile ?? ((p: string) => readFileSync(p, "utf8")))(path);
@@ -142,7 +145,15 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
       return at(where, `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     result.sources.push({ path, text });
-    const ld = parseLdirectord(text, path, { strict: opts.strict });
+    if (/keepalived[^/]*$/i.test(path) || looksLikeKeepalived(text)) {
+      const ka = parseKeepalived(text, path, { strict: opts.strict, supports: opts.supports });
+      c.diagnostics.push(...ka.diagnostics);
+      part.virtualServices.push(...ka.virtualServices);
+      if (ka.groups.length) part.groups = [...(part.groups ?? []), ...ka.groups];
+      if (ka.nodes.length) part.derivedNodes = [...(part.derivedNodes ?? []), ...ka.nodes];
+      return;
+    }
+    const ld = parseLdirectord(text, path, { strict: opts.strict, supports: opts.supports });
     c.diagnostics.push(...ld.diagnostics);
     part.virtualServices.push(...ld.virtualServices);
     // The YAML's own `global` wins over what the included file says.
@@ -150,6 +161,8 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
   });
   (f.virtualServices ?? []).forEach((vs, k) => {
     const done = completeVirtualService(vs, { file, line: locate(["virtualServices", k]).line }, (p, msg, fix) => at(["virtualServices", k, ...p], msg, fix));
+    const why = done && opts.supports?.(done);
+    if (why) at(["virtualServices", k, "check"], why);
     if (done) part.virtualServices.push(done);
   });
   const seen = new Map<string, string>();
