@@ -83,11 +83,24 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     }
   };
 
-  const onPool = (ev: EventOf<"decision.pool">) => {
+  // A refused decision (another node's, an older term's, outside the configuration) is reported to
+  // the audit history as bus.rejected, not only logged: a forged or stale order leaves a trace.
+  // At most one report per reason and target a minute, so a re-sent decision cannot flood it.
+  const lastRefusal = new Map<string, number>();
+  const refuse = (ev: EventOf<"decision.pool" | "decision.owner">, subject: string, reason: string, detail: string) => {
+    refused.inc({ reason });
+    const key = `${reason}|${ev.type === "decision.pool" ? ev.data.pool.vs : ev.data.group}`;
+    if (Date.now() - (lastRefusal.get(key) ?? -Infinity) < 60_000) return;
+    lastRefusal.set(key, Date.now());
+    bus.publish(subjects.rejected(site, "executor", node), makeEvent("bus.rejected", { subject, reason: `${ev.type} refused (${reason}): ${detail}`.slice(0, 500), service: "executor" },
+      { source, causationId: ev.id, correlationId: ev.correlationId ?? ev.id, configVersion: ctx.configVersion }));
+  };
+
+  const onPool = (ev: EventOf<"decision.pool">, subject = "") => {
     const d = ev.data;
-    if (d.node !== node) { refused.inc({ reason: "other-node" }); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
+    if (d.node !== node) { refuse(ev, subject, "other-node", `for node ${d.node}`); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
     const bad = checkPoolDecision(model, d);
-    if (bad) { refused.inc({ reason: "outside-config" }); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
+    if (bad) { refuse(ev, subject, "outside-config", bad); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
     const cur = pools.get(d.pool.vs);
     if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
     const entry = { generation: d.generation, spec: d.pool, eventId: ev.id, correlationId: ev.correlationId };
@@ -131,13 +144,13 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     }
   };
 
-  const onOwner = async (ev: EventOf<"decision.owner">) => {
+  const onOwner = async (ev: EventOf<"decision.owner">, subject = "") => {
     const d = ev.data;
-    if (d.node !== node) { refused.inc({ reason: "other-node" }); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
+    if (d.node !== node) { refuse(ev, subject, "other-node", `for node ${d.node}`); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
     const bad = checkOwnerDecision(model, d);
-    if (bad) { refused.inc({ reason: "outside-config" }); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
+    if (bad) { refuse(ev, subject, "outside-config", bad); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
     const known = Math.max(state.terms[d.group] ?? 0, groups.get(d.group)?.term ?? 0);
-    if (d.term < known) { refused.inc({ reason: "old-term" }); log.warn({ group: d.group, term: d.term, known }, "ignored a decision from an older term"); return; }
+    if (d.term < known) { refuse(ev, subject, "old-term", `term ${d.term} < ${known} for group ${d.group}`); log.warn({ group: d.group, term: d.term, known }, "ignored a decision from an older term"); return; }
     const cur = groups.get(d.group);
     if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
     if (cur && cur.generation === d.generation) return; // re-sent; the repair loop covers drift
@@ -173,7 +186,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   // Active connections per real (conntrack), for operator drains and status.
   const conns = startConnectionReports({ site, node, bus, log, configVersion: ctx.configVersion, pools: () => [...pools.values()].map((p) => p.spec) });
 
-  bus.subscribe(subjects.decisionsFor(site, node), ["decision.pool", "decision.owner"], (ev) => (ev.type === "decision.pool" ? onPool(ev) : onOwner(ev)));
+  bus.subscribe(subjects.decisionsFor(site, node), ["decision.pool", "decision.owner"], (ev, subject) => (ev.type === "decision.pool" ? onPool(ev, subject) : onOwner(ev, subject)));
   beat();
 
   return {
