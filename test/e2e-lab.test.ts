@@ -29,7 +29,7 @@ async function holdsVip(lb: "lb1" | "lb2"): Promise<boolean> {
 before(async () => {
   lab = new Lab({ dir, prefix: `e${randomBytes(2).toString("hex")}-`, natsPort: await freePort(), redisPort: await freePort() });
   await lab.up();
-  nc = await connect({ servers: lab.natsUrl });
+  nc = await connect(lab.natsOptions()); // the lab runs with per-role credentials: read as its operator
   const sub = nc.subscribe("lvsflow.lab.>");
   void (async () => { for await (const m of sub) { const p = Event.safeParse(m.json()); if (p.success && p.data.type !== "node.heartbeat") seen.push({ at: Date.now(), ev: p.data }); } })();
   await waitFor(async () => (await nsHttpGet(lab.ns("cli"), VIP80, 1000)).body === "aaaa", 60_000, "the VIP to answer");
@@ -112,7 +112,7 @@ test("(d) lb1 crashes and its links go down: the VIP answers through lb2; lb1 re
 });
 
 test("(e) the audit history holds each step in causal order", async () => {
-  const redis = new Redis(lab.redisUrl);
+  const redis = new Redis(lab.redisUrl, lab.redisAuth()); // the read-only cli user
   try {
     await sleep(1000);
     const evs = await readHistory(redis, "lab", {});

@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { labUp, labDown, labTopology, setLinks, startLabProcess, killRecorded, type LabTopology, type LbName, type RealName, DEFAULT_PREFIX } from "./topology.ts";
 import { mapSeedAddresses } from "../../shared/config/lab-map.ts";
+import { initSecurity, type SecurityLayout } from "../cli/security.ts";
+import { natsAuthFromEnv, natsConnectOptions, redisAuthFromEnv, type NatsAuth, type RedisAuth } from "../../shared/secrets.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const CLI = join(ROOT, "bin/lvsflow.mjs");
@@ -14,7 +16,13 @@ const TSX = ["--import", "tsx"];
 const NS_NATS_PORT = 4222;
 const NS_REDIS_PORT = 6379;
 
-export interface LabOptions { dir: string; prefix?: string; natsPort?: number; redisPort?: number; node?: string }
+export interface LabOptions {
+  dir: string; prefix?: string; natsPort?: number; redisPort?: number; node?: string;
+  /** Per-role credentials and permissions on NATS and Redis (infra/nats/roles.ts, infra/redis/acl.ts); default true. */
+  auth?: boolean;
+}
+/** The identity operators' tools (status, audit, tests) use in the lab. */
+const OPERATOR = "operator-operator";
 
 export class Lab {
   readonly topo: LabTopology;
@@ -22,6 +30,8 @@ export class Lab {
   readonly redisPort: number;
   readonly configFile: string;
   mapping: [string, string][] = [];
+  /** Credentials written to <dir>/secrets by up() (null with auth: false). */
+  security: SecurityLayout | null = null;
 
   constructor(readonly opts: LabOptions) {
     this.topo = labTopology(opts.prefix ?? DEFAULT_PREFIX);
@@ -35,6 +45,22 @@ export class Lab {
   get redisUrl() { return `redis://127.0.0.1:${this.redisPort}`; }
   ns(name: string) { return `${this.topo.prefix}${name}`; }
 
+  /** Generates (or reuses) the lab's credentials: one NATS identity per role and LB node, Redis users. */
+  private ensureSecurity(): SecurityLayout | null {
+    if (this.opts.auth === false) return null;
+    this.security ??= initSecurity({ dir: join(this.dir, "secrets"), site: "lab", nodes: ["lb1", "lb2"], recorders: ["recorder"], operators: ["operator"] });
+    return this.security;
+  }
+  private idEnv(identity: string): Record<string, string> {
+    return this.ensureSecurity()?.env(identity) ?? {};
+  }
+  /** NATS credentials of an identity (default: the operator's, which reads everything of the site). */
+  natsAuth(identity = OPERATOR): NatsAuth { return natsAuthFromEnv(this.idEnv(identity)); }
+  /** connect() options for the lab's bus as `identity`. */
+  natsOptions(identity = OPERATOR) { return { servers: [this.natsUrl], ...natsConnectOptions(this.natsAuth(identity)) }; }
+  /** ioredis options of the read-only cli user (or the recorder's with "recorder-recorder"). */
+  redisAuth(identity = OPERATOR): RedisAuth { return redisAuthFromEnv(this.idEnv(identity)); }
+
   /** Writes the lab configuration: the seed's ldirectord.cf with its addresses mapped, plus nodes and groups. */
   writeConfig(): void {
     const seed = readFileSync(join(ROOT, "infra/lab/seed-ldirectord.cf"), "utf8");
@@ -45,16 +71,17 @@ export class Lab {
     writeFileSync(this.configFile, `${native.trimEnd()}\ninclude: ldirectord.cf\n`);
   }
 
-  private proc(name: string, ns: string | null, argv: string[]) {
-    return startLabProcess(this.dir, name, ns, argv, { ...process.env, LVSFLOW_LOG_JSON: "1" });
+  private proc(name: string, ns: string | null, argv: string[], identity?: string) {
+    return startLabProcess(this.dir, name, ns, argv, { ...process.env, LVSFLOW_LOG_JSON: "1", ...(identity ? this.idEnv(identity) : {}) });
   }
 
   async up(): Promise<void> {
     mkdirSync(join(this.dir, "state"), { recursive: true });
     this.writeConfig();
     await labUp({ prefix: this.topo.prefix, dir: this.dir });
-    this.proc("nats-server", null, ["nats-server", "-a", "127.0.0.1", "-p", String(this.natsPort)]);
-    this.proc("redis-server", null, ["redis-server", "--port", String(this.redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.dir]);
+    const sec = this.ensureSecurity();
+    this.proc("nats-server", null, ["nats-server", ...(sec ? ["-c", sec.natsConf] : []), "-a", "127.0.0.1", "-p", String(this.natsPort)]);
+    this.proc("redis-server", null, ["redis-server", "--port", String(this.redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.dir, ...(sec ? ["--aclfile", sec.redisAcl] : [])]);
     this.proc("relay-nats", null, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "host", join(this.dir, "nats.sock"), String(this.natsPort)]);
     this.proc("relay-redis", null, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "host", join(this.dir, "redis.sock"), String(this.redisPort)]);
     for (const r of ["rs1", "rs2"] as RealName[]) this.startReal(r);
@@ -63,7 +90,7 @@ export class Lab {
       this.proc(`sorry-${lb}`, this.ns(lb), [process.execPath, ...TSX, join(ROOT, "services/lab/rs-server.ts"), "--name", `sorry-${lb}`, "--sorry", "--bind", "127.0.0.1", "--http", "80", "--https", "443"]);
     }
     await waitFor(() => existsSync(join(this.dir, "nats.sock")) && existsSync(join(this.dir, "redis.sock")), 10_000, "management relays");
-    this.proc("recorder", null, [process.execPath, CLI, "run", "recorder", "--node", "recorder", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl]);
+    this.proc("recorder", null, [process.execPath, CLI, "run", "recorder", "--node", "recorder", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl], "recorder-recorder");
     for (const lb of ["lb1", "lb2"] as LbName[]) this.startNode(lb);
   }
 
@@ -81,7 +108,7 @@ export class Lab {
     this.proc(`${lb}-relay-nats`, ns, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "ns", String(NS_NATS_PORT), join(this.dir, "nats.sock")]);
     this.proc(`${lb}-relay-redis`, ns, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "ns", String(NS_REDIS_PORT), join(this.dir, "redis.sock")]);
     const common = ["--node", lb, "--config", this.configFile, "--nats", `nats://127.0.0.1:${NS_NATS_PORT}`, "--redis", `redis://127.0.0.1:${NS_REDIS_PORT}`, "--state-dir", join(this.dir, "state")];
-    for (const svc of ["executor", "controller", "prober"]) this.proc(`${lb}-${svc}`, ns, [process.execPath, CLI, "run", svc, ...common]);
+    for (const svc of ["executor", "controller", "prober"]) this.proc(`${lb}-${svc}`, ns, [process.execPath, CLI, "run", svc, ...common], `${svc}-${lb}`);
   }
 
   /** SIGKILL-free stop of named lab processes (by recorded PID). */
@@ -128,7 +155,12 @@ export async function labCommand(args: string[]): Promise<number> {
   const dir = process.env.LVSFLOW_LAB_DIR ?? "/tmp/lvsflow-lab";
   const lab = new Lab({ dir });
   if (sub === "down") { const r = await labDown({ dir }); process.stdout.write(`stopped ${r.killed.length} process(es), deleted ${r.deleted.length} namespace(s)\n`); return 0; }
-  if (sub === "status") { const { statusCommand } = await import("../cli/status.ts"); return statusCommand(["--nats", lab.natsUrl, "--site", "lab"]); }
+  const operatorEnv = join(dir, "secrets", "env", `${OPERATOR}.env`);
+  if (sub === "status") {
+    if (existsSync(operatorEnv)) process.loadEnvFile(operatorEnv); // the lab's operator credentials
+    const { statusCommand } = await import("../cli/status.ts");
+    return statusCommand(["--nats", lab.natsUrl, "--site", "lab"]);
+  }
   if (sub !== "up") { process.stderr.write("usage: lvsflow lab up|down|status\n"); return 2; }
   if (process.getuid?.() !== 0) { process.stderr.write("lvsflow lab needs root (network namespaces, nftables)\n"); return 1; }
   await labDown({ dir }).catch(() => undefined); // a lab left behind by a crash
@@ -146,12 +178,12 @@ export async function labCommand(args: string[]): Promise<number> {
   }
   process.stdout.write(`lvsflow lab is up (logs in ${dir}/logs). Seed addresses mapped to documentation ranges:\n`);
   for (const [from, to] of lab.mapping) process.stdout.write(`  ${from.padEnd(16)} -> ${to}\n`);
-  process.stdout.write(`Try: ip netns exec ${lab.ns("cli")} curl -s http://198.51.100.50/aaaa.html   |   lvsflow audit --site lab --redis ${lab.redisUrl}\nCtrl-C stops and removes everything.\n\n`);
+  process.stdout.write(`Try: ip netns exec ${lab.ns("cli")} curl -s http://198.51.100.50/aaaa.html   |   (set -a; . ${operatorEnv}; lvsflow audit --site lab --redis ${lab.redisUrl})\nCtrl-C stops and removes everything.\n\n`);
   const { collectStatus, renderStatus } = await import("../cli/status.ts");
   for (;;) {
     await new Promise((r) => setTimeout(r, 1000));
     if (stopping) break;
-    try { process.stdout.write("\x1b[2J\x1b[H" + renderStatus(await collectStatus([lab.natsUrl], "lab", 1200))); } catch { /* bus not up yet */ }
+    try { process.stdout.write("\x1b[2J\x1b[H" + renderStatus(await collectStatus([lab.natsUrl], "lab", 1200, lab.natsAuth()))); } catch { /* bus not up yet */ }
   }
   return 0;
 }
