@@ -5,6 +5,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { initSecurity, type SecurityInitOptions, type SecurityLayout } from "../services/cli/security.ts";
+import { natsAuthFromEnv, natsConnectOptions, redisAuthFromEnv, type RedisAuth } from "../shared/secrets.ts";
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -48,11 +50,25 @@ export function startProc(cmd: string, args: string[], opts: { env?: NodeJS.Proc
   };
 }
 
-export interface Servers { natsUrl: string; natsPort: number; redisUrl: string; redisPort: number; stopNats(): Promise<void>; startNats(): Promise<void>; stopRedis(): Promise<void>; startRedis(): Promise<void>; stop(): Promise<void> }
+export interface Servers {
+  natsUrl: string; natsPort: number; redisUrl: string; redisPort: number; stopNats(): Promise<void>; startNats(): Promise<void>; stopRedis(): Promise<void>; startRedis(): Promise<void>; stop(): Promise<void>;
+  /** With `auth`: the generated credentials (infra/nats/roles.ts permissions, Redis ACL users). */
+  security: SecurityLayout | null;
+  /** connect() options of an identity ("executor-lb1", "operator-operator"…); {} without auth. */
+  natsAuth(identity: string): ReturnType<typeof natsConnectOptions>;
+  /** ioredis options of a Redis user's identity ("recorder-recorder", "operator-operator"); {} without auth. */
+  redisAuth(identity: string): RedisAuth;
+}
+
+export interface ServersOptions {
+  /** Run with the permission configuration `lvsflow security init` writes (nkeys per role and node, Redis ACL users). */
+  auth?: Omit<SecurityInitOptions, "dir">;
+}
 
 /** Starts nats-server (with JetStream in a temp dir) and redis-server (no persistence). */
-export async function startServers(): Promise<Servers> {
+export async function startServers(opts: ServersOptions = {}): Promise<Servers> {
   const dir = mkdtempSync(join(tmpdir(), "lvsflow-test-"));
+  const security = opts.auth ? initSecurity({ ...opts.auth, dir: join(dir, "secrets") }) : null;
   const natsPort = await freePort();
   const redisPort = await freePort();
   let nats: Proc | null = null;
@@ -61,9 +77,12 @@ export async function startServers(): Promise<Servers> {
     natsPort, redisPort,
     natsUrl: `nats://127.0.0.1:${natsPort}`,
     redisUrl: `redis://127.0.0.1:${redisPort}`,
-    async startNats() { nats = startProc("nats-server", ["-a", "127.0.0.1", "-p", String(natsPort), "-js", "-sd", join(dir, "js")]); await waitForPort(natsPort); },
+    security,
+    natsAuth: (id) => (security ? natsConnectOptions(natsAuthFromEnv(security.env(id))) : {}),
+    redisAuth: (id) => (security ? redisAuthFromEnv(security.env(id)) : {}),
+    async startNats() { nats = startProc("nats-server", [...(security ? ["-c", security.natsConf] : []), "-a", "127.0.0.1", "-p", String(natsPort), "-js", "-sd", join(dir, "js")]); await waitForPort(natsPort); },
     async stopNats() { await nats?.stop(); nats = null; },
-    async startRedis() { redis = startProc("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir]); await waitForPort(redisPort); },
+    async startRedis() { redis = startProc("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, ...(security ? ["--aclfile", security.redisAcl] : [])]); await waitForPort(redisPort); },
     async stopRedis() { await redis?.stop(); redis = null; },
     async stop() { await s.stopNats(); await s.stopRedis(); rmSync(dir, { recursive: true, force: true }); },
   };
