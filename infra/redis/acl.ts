@@ -29,10 +29,8 @@ export function passwordHash(password: string): string {
 }
 
 export function renderAclFile(site: string, users: RedisUser[]): string {
-  const lines = [
-    `# Redis ACL users for lvsflow site "${site}", written by \`lvsflow security init\` (redis-server --aclfile).`,
-    "user default off resetkeys -@all",
-  ];
+  // An ACL file has no comments: every line is a user (redis-server refuses to start otherwise).
+  const lines = ["user default off resetkeys -@all"];
   for (const u of users) {
     if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(u.name)) throw new Error(`invalid Redis user name ${JSON.stringify(u.name)}`);
     if (u.password.length < 16) throw new Error(`password of Redis user ${u.name} is too short`);

@@ -10,6 +10,7 @@ const USAGE = `lvsflow — highly available load balancing with Linux kernel rul
   lvsflow config schema                                               JSON Schema of the native file
   lvsflow lab up | down | status                                      the seed's cluster in network namespaces
   lvsflow audit [--since T] [--vip V] [--real R] [--json]             recorded history, in order
+  lvsflow security init --out DIR --config FILE [--tls]               credentials and nats/redis server configs per role
   lvsflow status [--json] [--watch]                                   who owns what, which reals serve
 `;
 
@@ -21,6 +22,7 @@ async function main(argv: string[]): Promise<number> {
     case "lab": return (await import("../lab/main.ts")).labCommand(rest);
     case "audit": return auditCommand(rest);
     case "status": return statusCommand(rest);
+    case "security": return (await import("./security.ts")).securityCommand(rest);
     case undefined: case "help": case "--help": case "-h":
       process.stdout.write(USAGE);
       return cmd ? 0 : 2;
