@@ -9,6 +9,7 @@ import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { ownershipMachine } from "./ownership-machine.ts";
 import { alive } from "./ownership-logic.ts";
+import { attachCommands, type Commands } from "../commands/controller-side.ts";
 
 const decisionsTotal = new client.Counter({ name: "lvsflow_controller_decisions_total", help: "Decisions published", labelNames: ["kind"], registers: [registry] });
 const termGauge = new client.Gauge({ name: "lvsflow_controller_term", help: "Ownership term per group", labelNames: ["group"], registers: [registry] });
@@ -31,7 +32,9 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
 
   const correlation = new Map<string, string | null>(); // event id → its correlation id
   const corrOf = (id: string | null) => (id ? correlation.get(id) ?? id : null);
+  let cmds: Commands | null = null; // operator commands, attached once the machines exist
   const remember = (ev: Event) => {
+    cmds?.seen(ev);
     correlation.set(ev.id, ev.correlationId ?? ev.id);
     if (correlation.size > 10_000) correlation.delete(correlation.keys().next().value!);
   };
@@ -49,6 +52,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
       decisionsTotal.inc({ kind: "pool" });
       log.info({ vs: vs.id, reals: d.pool.reals.map((r) => `${r.address}:${r.port}/${r.weight}`), fallback: d.fallbackActive, changes: d.changes, eventId: ev.id }, "pool decision");
       send(`pool:${vs.id}`, subjects.decisionPool(site, node, vs.id), ev);
+      cmds?.decided(ev);
     });
     a.start();
     pools.set(vs.id, a);
@@ -65,6 +69,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
       roleGauge.set({ group: g.name }, d.role === "owner" ? 1 : 0);
       log.info({ group: g.name, role: d.role, term: d.term, why: d.why, eventId: ev.id }, "ownership decision");
       send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), ev);
+      cmds?.decided(ev);
     });
     a.start();
     owners.set(g.name, a);
@@ -87,6 +92,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   const lastSeen = new Map<string, number>();
   const peerAlive = new Map<string, boolean>();
   const onHeartbeat = (ev: EventOf<"node.heartbeat">) => {
+    cmds?.heartbeat(ev);
     const t = now();
     const h = ev.data;
     lastSeen.set(h.node, t);
@@ -94,7 +100,9 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     // A peer found dead now is the cause of whatever this heartbeat leads the machine to decide.
     const cause = checkPeers(t) ?? ev.id;
     for (const [group, a] of owners) {
-      a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: h.faults, eventId: cause });
+      // A planned failover (lvsflow failover) reads as a fault of every node but the chosen one.
+      const op = cmds?.operatorFault(group, h.node, t) ?? null;
+      a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: op ? [...h.faults, op.fault] : h.faults, eventId: op?.cause ?? cause });
     }
   };
   const publishPeer = (peer: string, isAlive: boolean, ago: number | null, cause: string | null) => {
@@ -120,6 +128,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
 
   bus.subscribe(subjects.healthAll(site), ["health.result", "health.summary"], onHealth);
   bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], onHeartbeat);
+  cmds = attachCommands(ctx, { pools, sendPool: (vs, e) => pools.get(vs)?.send(e) });
   bus.onStatus((up) => { const t = now(); for (const a of owners.values()) a.send({ type: "BUS", now: t, up }); });
 
   // Ownership needs prompt detection (dead time 300 ms): tick often; it is cheap.
@@ -133,10 +142,11 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   const resend = setInterval(() => { for (const { subject, ev } of latest.values()) bus.publish(subject, ev); }, 1000);
 
   return {
-    async stop() { clearInterval(fastTick); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
+    async stop() { cmds?.stop(); clearInterval(fastTick); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
     health() {
       return {
         ok: bus.connected,
+        operator: cmds?.health(),
         bus: bus.connected,
         pools: Object.fromEntries([...pools].map(([id, a]) => [id, String(a.getSnapshot().value)])),
         groups: Object.fromEntries([...owners].map(([g, a]) => [g, { state: String(a.getSnapshot().value), term: a.getSnapshot().context.s.term }])),
