@@ -22,4 +22,8 @@ export const keys = {
   configVersions: (site: string) => `lvsflow:${site}:config:versions`,
   configBlob: (site: string, hash: string) => `lvsflow:${site}:config:${hash}`,
   snapshot: (site: string, node: string, machine: string) => `lvsflow:${site}:snapshot:${node}:${machine}`,
+  /** Controllers' input journals (controller.inputs), kept apart from the audit history: replay reads them. */
+  inputs: (site: string) => `lvsflow:${site}:inputs`,
+  /** Last sequence of the recorder's JetStream buffer written to Redis (written with each event, atomically). */
+  recorderCursor: (site: string) => `lvsflow:${site}:recorder:cursor`,
 };
