@@ -12,6 +12,11 @@ const USAGE = `lvsflow — highly available load balancing with Linux kernel rul
   lvsflow audit [--since T] [--vip V] [--real R] [--json]             recorded history, in order
   lvsflow security init --out DIR --config FILE [--tls]               credentials and nats/redis server configs per role
   lvsflow status [--json] [--watch]                                   who owns what, which reals serve
+  lvsflow drain <vip:port> <real> [--timeout 5m]                      weight 0, then out of the pool when its connections end
+  lvsflow enable|disable <real>                                       put a real back / take it out of every virtual service
+  lvsflow maintenance <real> on|off                                   weight 0 until off (survives reloads and restarts)
+  lvsflow weight <vip:port> <real> <N|config>                         set a real's weight at runtime
+  lvsflow failover <group> [--to NODE | --auto]                       planned move of a floating group
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -23,6 +28,8 @@ async function main(argv: string[]): Promise<number> {
     case "audit": return auditCommand(rest);
     case "status": return statusCommand(rest);
     case "security": return (await import("./security.ts")).securityCommand(rest);
+    case "drain": case "enable": case "disable": case "maintenance": case "weight": case "failover":
+      return (await import("../commands/cli.ts")).operatorCommand(cmd, rest);
     case undefined: case "help": case "--help": case "-h":
       process.stdout.write(USAGE);
       return cmd ? 0 : 2;
