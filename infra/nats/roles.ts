@@ -97,3 +97,18 @@ export function siteIdentities(nodes: string[], extra: { probers?: string[]; rec
   const seen = new Set<string>();
   return out.filter((i) => (seen.has(identityId(i)) ? false : (seen.add(identityId(i)), true)));
 }
+
+/** NATS subject matching: `*` is one token, a final `>` one or more tokens. */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split("."), s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === ">") return i === p.length - 1 && s.length > i;
+    if (i >= s.length || (p[i] !== "*" && p[i] !== s[i])) return false;
+  }
+  return p.length === s.length;
+}
+
+/** Whether `perms` lets its holder publish (or subscribe to) `subject`. */
+export function permits(perms: SubjectPermissions, op: "publish" | "subscribe", subject: string): boolean {
+  return perms[op].some((p) => subjectMatches(p, subject));
+}
