@@ -321,7 +321,7 @@ test("§1.4 directives lvsflow replaces are accepted with a warning saying what 
   assert.deepEqual(errs(r.diagnostics), []);
   const w = new Map(warns(r.diagnostics).map((d) => [d.directive, d.message]));
   assert.match(w.get("logfile")!, /lvsflow logs JSON to stderr; events are audited in Redis/);
-  for (const k of ["callback", "emailalert", "supervised", "maintenancedir", "fallbackcommand", "monitorfile", "servicename", "checkcount"]) {
+  for (const k of ["callback", "emailalert", "supervised", "maintenancedir", "fallbackcommand", "monitorfile", "servicename"]) {
     assert.match(w.get(k) ?? "", /^ignored: /, k);
   }
   // §1.2 logfile needs quotes.

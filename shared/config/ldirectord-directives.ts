@@ -22,6 +22,8 @@ export interface CommonSettings {
   quiescent?: boolean;
   fallback?: FallbackSpec;
   fallback6?: FallbackSpec;
+  /** ldirectord's deprecated checkcount: ICMP attempts within one ping check. */
+  checkcount?: number;
   /** Where each setting was made, for diagnostics found later. */
   at: Record<string, Stmt>;
 }
@@ -42,6 +44,10 @@ export interface VirtualSettings extends CommonSettings {
   netmask?: string;
   protocol?: "tcp" | "udp" | "fwm";
   ops?: boolean;
+  login?: string;
+  passwd?: string;
+  database?: string;
+  secret?: string;
   reals: { spec: RealSpec; stmt: Stmt }[];
 }
 
@@ -137,7 +143,7 @@ export const DIRECTIVES: Record<string, Directive> = {
   execute: { scope: "G", apply: ignored("lvsflow does not start other ldirectord instances; pass every configuration file to lvsflow") },
   supervised: { scope: "G", apply: ignored("lvsflow services always run in the foreground under a supervisor and log to stderr", (s, x) => s.hasEq && yesNo(s, x)) },
   readdquiescent: { scope: "G", apply: ignored("lvsflow reconciles the kernel table to the desired state; a quiesced real server is kept at weight 0", yesNo) },
-  maintenancedir: { scope: "G", apply: ignored("lvsflow takes real servers out of service through its control plane, not through marker files") },
+  maintenancedir: { scope: "G", apply: ignored("lvsflow takes real servers out of service through its control plane, not through marker files: lvsflow maintenance REAL on|off (or drain)") },
   emailalertfrom: { scope: "G", apply: ignored(MAIL) },
   // Global with per-virtual override.
   checktimeout: { scope: "GV", apply: set("checktimeout", (s, x) => integer(s, x, 1, "checktimeout")) },
@@ -147,7 +153,16 @@ export const DIRECTIVES: Record<string, Directive> = {
   quiescent: { scope: "GV", apply: set("quiescent", yesNo) },
   fallback: { scope: "GV", apply: fallbackOf(false) },
   fallback6: { scope: "GV", apply: fallbackOf(true) },
-  checkcount: { scope: "GV", apply: ignored("deprecated in ldirectord and only used by ping checks; use failurecount", (s, x) => integer(s, x, 1, "checkcount")) },
+  checkcount: {
+    scope: "GV",
+    apply: (s, t, x) => {
+      const n = integer(s, x, 1, "checkcount");
+      if (n === undefined) return;
+      x.c.warn(s.line, s.col, s.key, "deprecated in ldirectord; only ping checks use it: lvsflow sends up to this many pings per check (check.retry)", "failurecount = N counts failed checks instead");
+      t.checkcount = n;
+      t.at.checkcount = s;
+    },
+  },
   fallbackcommand: { scope: "GV", apply: ignored("lvsflow runs no shell commands; it installs the fallback server and publishes an event when no real server is up") },
   emailalert: { scope: "GV", apply: ignored(MAIL) },
   emailalertfreq: { scope: "GV", apply: ignored(MAIL, (s, x) => integer(s, x, 0, "emailalertfreq")) },
@@ -192,7 +207,7 @@ export const DIRECTIVES: Record<string, Directive> = {
     apply: set("request", (s, x) => {
       const q = quoted(s, x);
       if (q === "") return void err(x, s, "empty request", 'request = "/"');
-      return q === undefined ? q : q.startsWith("/") ? q : "/" + q;
+      return q === undefined ? q : withSlash(q);
     }),
   },
   receive: {
@@ -235,15 +250,20 @@ export const DIRECTIVES: Record<string, Directive> = {
     }),
   },
   ops: { scope: "V", apply: set("ops", yesNo) },
-  login: { scope: "V", apply: ignored("credentials are not kept in the lvsflow model yet; the check runs without them", quoted) },
-  passwd: { scope: "V", apply: ignored("credentials are not kept in the lvsflow model yet; the check runs without them", quoted) },
-  database: { scope: "V", apply: ignored("credentials are not kept in the lvsflow model yet; the check runs without them", quoted) },
-  secret: { scope: "V", apply: ignored("credentials are not kept in the lvsflow model yet; the check runs without them", quoted) },
+  login: { scope: "V", apply: set("login", quoted) },
+  passwd: { scope: "V", apply: set("passwd", quoted) },
+  database: { scope: "V", apply: set("database", quoted) },
+  secret: { scope: "V", apply: set("secret", quoted) },
   monitorfile: { scope: "V", apply: ignored("every check result and state change is recorded as an event in the Redis audit history") },
   servicename: { scope: "V", apply: ignored("only used in ldirectord's alert e-mails") },
   comment: { scope: "V", apply: ignored("only used in ldirectord's alert e-mails") },
   load: { scope: "V", apply: ignored("ldirectord parses it but never uses it", quoted) },
 };
+
+/** ldirectord adds a leading '/' to a request, unless it is a full URL (`http://…`, §1.3). */
+export function withSlash(q: string): string {
+  return q.startsWith("/") || /^[a-z_]+:\/\//i.test(q) ? q : "/" + q;
+}
 
 /** Closest known directive, for "did you mean" hints on typos. */
 export function suggest(key: string): string | undefined {

@@ -161,7 +161,7 @@ export function parseReal(value: string, family: Family): RealSpec | Problem {
   const rr = /^\s+"([^"]*)"(?:,\s*|\s+)"([^"]*)"/.exec(rest);
   if (rr && !(/^[lu]:\d+$/.test(rr[1]) && /^[lu]:\d+$/.test(rr[2]))) {
     eat(/^\s+"([^"]*)"(?:,\s*|\s+)"([^"]*)"/);
-    spec.request = rr[1].startsWith("/") ? rr[1] : "/" + rr[1];
+    spec.request = rr[1].startsWith("/") || /^[a-z_]+:\/\//i.test(rr[1]) ? rr[1] : "/" + rr[1];
     spec.receive = rr[2];
   }
   for (;;) {

@@ -1,6 +1,7 @@
 // ldirectord.cf → normalized virtual services. The grammar is in ldirectord-grammar.ts, the
 // directives in ldirectord-directives.ts; this file applies them and resolves ldirectord's
 // defaults (reference §1.2-§1.4) into the model. Bad input never throws: it becomes diagnostics.
+import { hostname } from "node:os";
 import { VirtualService, vsId, realId, type Real } from "../schemas/config.ts";
 import { Collector, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
 import { layoutLdirectord, type Block, type Stmt } from "./ldirectord-grammar.ts";
@@ -129,6 +130,23 @@ function resolve(h: Stmt, addr: VirtualAddress, v: VirtualSettings, g: GlobalSet
     const s = v.at.ops!;
     c.warn(s.line, s.col, s.key, "one-packet scheduling only applies to UDP virtual services; ignored");
   }
+  if (["mysql", "pgsql", "oracle"].includes(service) && usesNegotiateTimeout(type, service)) {
+    const s = v.at.service ?? h;
+    c.warn(s.line, s.col, s.key, `ldirectord sets no timeout on SQL checks (§1.9.10), so one hung database stalls every check; lvsflow stops it after negotiatetimeout (${negotiateTimeout} s)`);
+  }
+  if (addr.family === "ipv6" && (type === "ping" || !["dns", "http", "https", "nntp", "none", "simpletcp", "sip"].includes(service))) {
+    const s = v.at.checktype ?? v.at.service ?? h;
+    c.warn(s.line, s.col, s.key, `ldirectord documents IPv6 checks only for connect/external/negotiate/on/off with dns, http, https, nntp, none, simpletcp or sip (§1.2); lvsflow runs ${type}/${service} over IPv6 too`);
+  }
+  const checkcount = v.checkcount ?? g.checkcount;
+  if (checkcount !== undefined && type !== "ping") {
+    const s = (v.at.checkcount ?? g.at.checkcount)!;
+    c.warn(s.line, s.col, s.key, `only ping checks use checkcount; checktype ${type} ignores it`);
+  }
+  // ftp and sip checks log in as ldirectord does when no login is given (§1.4 service).
+  const me = `ldirectord@${hostname()}`;
+  const login = v.login ?? (service === "ftp" ? "anonymous" : service === "sip" ? me : undefined);
+  const passwd = v.passwd ?? (service === "ftp" ? me : undefined);
   if (v.netmask !== undefined && v.persistent === undefined) {
     const s = v.at.netmask!;
     c.warn(s.line, s.col, s.key, "has no effect without persistent");
@@ -188,6 +206,12 @@ function resolve(h: Stmt, addr: VirtualAddress, v: VirtualSettings, g: GlobalSet
       httpMethod: v.httpmethod ?? "GET",
       command: v.checkcommand ?? (type === "external" ? "/bin/true" : null),
       tlsVerify: false, // ldirectord never verifies certificates
+      // ping: checkcount ICMP attempts within one check, each with checktimeout (§1.4 checkcount).
+      ...(type === "ping" && checkcount !== undefined ? { retry: Math.min(10, checkcount - 1), delayBeforeRetry: 0 } : {}),
+      ...(login !== undefined ? { login } : {}),
+      ...(passwd !== undefined ? { passwd } : {}),
+      ...(v.database !== undefined ? { database: v.database } : {}),
+      ...(v.secret !== undefined ? { secret: v.secret } : {}),
     },
     fallback,
     reals,
