@@ -17,6 +17,9 @@
 //   lvsflow.<site>.lease.<node>.<group>            owner.lease     (controller → executor of <node>, quorum mode)
 //   lvsflow.<site>.inputs.<node>                   controller.inputs (controller: the inputs its machines consumed, for replay)
 //   lvsflow.<site>.query.view                      request; each controller replies with controller.view
+//   lvsflow.<site>.config.push                     config.pushed   (lvsflow config push → every service)
+//   lvsflow.<site>.config.applied.<node>           config.applied  (any service: a configuration applied, what changed)
+//   lvsflow.<site>.config.rejected.<node>          config.rejected (any service: a configuration refused, why; the old one runs)
 import type { EventType } from "./schemas/events.ts";
 
 /** Encode an id (e.g. "tcp:198.51.100.50:80") as one subject token. */
@@ -50,12 +53,16 @@ export const subjects = {
   leasesFor: (site: string, node: string) => `lvsflow.${site}.lease.${token(node)}.*`,
   queryView: (site: string) => `lvsflow.${site}.query.view`,
   inputs: (site: string, node: string) => `lvsflow.${site}.inputs.${token(node)}`,
+  configPush: (site: string) => `lvsflow.${site}.config.push`,
+  configReport: (site: string, node: string, kind: "applied" | "rejected") => `lvsflow.${site}.config.${kind}.${token(node)}`,
+  configAll: (site: string) => `lvsflow.${site}.config.>`,
 };
 
 /** Event types the recorder keeps in the audit history (heartbeats and summaries are telemetry). */
 export const AUDITED: ReadonlySet<EventType> = new Set<EventType>([
   "health.result", "decision.pool", "decision.owner", "peer.state", "executor.applied", "executor.drift", "bus.rejected",
   "command.request", "command.ack",
+  "config.pushed", "config.applied", "config.rejected",
 ]);
 
 /**
@@ -64,5 +71,5 @@ export const AUDITED: ReadonlySet<EventType> = new Set<EventType>([
  */
 export function recordedSubjects(site: string): string[] {
   const p = `lvsflow.${site}`;
-  return [`${p}.health.*.*.*`, `${p}.decision.>`, `${p}.peer.>`, `${p}.report.>`, `${p}.rejected.>`, `${p}.command.request.*`, `${p}.command.ack.*`, `${p}.inputs.*`];
+  return [`${p}.health.*.*.*`, `${p}.decision.>`, `${p}.peer.>`, `${p}.report.>`, `${p}.rejected.>`, `${p}.command.request.*`, `${p}.command.ack.*`, `${p}.inputs.*`, `${p}.config.>`];
 }

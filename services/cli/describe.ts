@@ -49,6 +49,18 @@ export function describe(ev: Event): string {
       return `${ev.data.voter}${ev.data.witness ? " (witness)" : ""} hears ${Object.keys(ev.data.hears).join(", ") || "nobody"}${ev.data.canOwn ? "" : "; no quorum"}`;
     case "owner.lease":
       return `${ev.data.node} may hold ${ev.data.group} (term ${ev.data.term}) for ${ev.data.leaseMs} ms`;
+    case "config.pushed":
+      return `${ev.data.by} pushed configuration ${ev.data.version} (${ev.data.files.join(", ")})`;
+    case "config.applied": {
+      const c = ev.data.changes;
+      const parts = [
+        c.virtualServicesAdded.length ? `+${c.virtualServicesAdded.join(" +")}` : "", c.virtualServicesRemoved.length ? `-${c.virtualServicesRemoved.join(" -")}` : "",
+        c.virtualServicesChanged.length ? `~${c.virtualServicesChanged.join(" ~")}` : "", c.groupsAdded.length + c.groupsRemoved.length + c.groupsChanged.length ? "groups changed" : "",
+      ].filter(Boolean).join(" ");
+      return `${ev.data.node} ${ev.data.service} applied configuration ${ev.data.version} (${ev.data.trigger}, was ${ev.data.previous ?? "none"})${parts ? `: ${parts}` : ": no change"}`;
+    }
+    case "config.rejected":
+      return `${ev.data.node} ${ev.data.service} REJECTED configuration ${ev.data.version ?? "(unreadable)"} (${ev.data.trigger}); keeps ${ev.data.running}: ${ev.data.errors[0]}${ev.data.errors.length > 1 ? ` (+${ev.data.errors.length - 1} more)` : ""}`;
     case "controller.inputs":
       return `${ev.data.node} journal ${ev.data.boot.slice(0, 8)} #${ev.data.seq}: ${ev.data.count} input(s) over ${Math.round(ev.data.to - ev.data.from)} ms${ev.data.start ? " (starting point)" : ""}`;
   }

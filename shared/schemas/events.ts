@@ -282,6 +282,55 @@ export const ControllerInputs = z.object({
   entries: z.string().max(4_000_000),
 });
 
+/** Configuration version: the first 16 hex digits of the sources' sha256 (shared/config/load.ts). */
+const ConfigVersion = z.string().regex(/^[0-9a-f]{16}$/, "a 16-hex-digit configuration version");
+const ConfigTrigger = z.enum(["startup", "sighup", "autoreload", "push"]);
+
+/** An operator stored a new configuration version in Redis (`lvsflow config push`): every service loads it. */
+export const ConfigPushed = z.object({
+  version: ConfigVersion,
+  /** The files as the operator gave them (the stored version holds every source, includes too). */
+  files: z.array(z.string().max(4096)).max(64),
+  by: z.string().min(1).max(200),
+});
+
+/** What a reload changed, by id (never values: they may be secrets). */
+export const ConfigChanges = z.object({
+  virtualServicesAdded: z.array(z.string()),
+  virtualServicesRemoved: z.array(z.string()),
+  virtualServicesChanged: z.array(z.string()),
+  virtualServicesUnchanged: z.number().int().min(0),
+  realsAdded: z.array(z.string()),
+  realsRemoved: z.array(z.string()),
+  groupsAdded: z.array(z.string()),
+  groupsRemoved: z.array(z.string()),
+  groupsChanged: z.array(z.string()),
+  settings: z.array(z.string()),
+});
+
+/** A service applied a configuration (only the difference to the one it ran). */
+export const ConfigApplied = z.object({
+  node: z.string(),
+  service: z.string(),
+  version: ConfigVersion,
+  previous: ConfigVersion.nullable(),
+  trigger: ConfigTrigger,
+  changes: ConfigChanges,
+});
+
+/** A service refused a configuration: the running one stays. `errors` are FILE:LINE:COL lines. */
+export const ConfigRejected = z.object({
+  node: z.string(),
+  service: z.string(),
+  /** The refused version, when its sources could be read. */
+  version: ConfigVersion.nullable(),
+  /** The version that keeps running. */
+  running: ConfigVersion,
+  trigger: ConfigTrigger,
+  files: z.array(z.string().max(4096)).max(64),
+  errors: z.array(z.string().max(2000)).min(1).max(50),
+});
+
 export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("health.result"), data: HealthResult }),
   z.object({ ...envelope, type: z.literal("health.summary"), data: HealthSummary }),
@@ -300,6 +349,9 @@ export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("voter.view"), data: VoterView }),
   z.object({ ...envelope, type: z.literal("owner.lease"), data: OwnerLease }),
   z.object({ ...envelope, type: z.literal("controller.inputs"), data: ControllerInputs }),
+  z.object({ ...envelope, type: z.literal("config.pushed"), data: ConfigPushed }),
+  z.object({ ...envelope, type: z.literal("config.applied"), data: ConfigApplied }),
+  z.object({ ...envelope, type: z.literal("config.rejected"), data: ConfigRejected }),
 ]);
 export type Event = z.infer<typeof Event>;
 export type EventType = Event["type"];
