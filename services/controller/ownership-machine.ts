@@ -1,16 +1,28 @@
-// One XState machine per floating address group on each LB node: heartbeats and bus state in,
-// ownership decisions (owner/backup with a term) out. Time comes from the events.
+// One XState machine per floating address group on each LB node: heartbeats, voter views, the
+// probers' view of the reals and the bus state in; ownership decisions (owner/backup with a
+// term) out. Time comes from the events, so every transition is a pure function of its inputs.
 import { setup, assign, enqueueActions } from "xstate";
 import { decide, type OwnershipState, type OwnershipDecision } from "./ownership-logic.ts";
 
 export type OwnershipEvent =
   | { type: "HEARTBEAT"; now: number; node: string; priority: number; holds: number | null; faults: string[]; eventId: string }
+  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; eventId?: string }
+  | { type: "REALS"; now: number; realsUp: Record<string, number> }
   | { type: "TICK"; now: number; eventId?: string }
   | { type: "BUS"; now: number; up: boolean };
 
 export interface OwnershipEmitted extends OwnershipDecision { type: "decision"; causationId: string | null }
 
-export interface OwnershipInput { self: string; group: string; priority: number; preempt: boolean; preemptDelayMs: number; deadMs: number; now: number }
+export interface OwnershipInput {
+  self: string; group: string; priority: number; preempt: boolean; preemptDelayMs: number; deadMs: number; now: number;
+  /** LB nodes + witnesses; quorum mode with 3 or more. Default: none (VRRP mode). */
+  voters?: string[];
+  /** Default: a third of the dead time. */
+  guardMs?: number;
+  /** Default: the dead time. */
+  holdMs?: number;
+  stepDownWithoutReals?: boolean;
+}
 
 interface Ctx { s: OwnershipState; decision: OwnershipDecision | null; cause: string | null }
 
@@ -18,16 +30,24 @@ function absorb(c: Ctx, e: OwnershipEvent): Ctx {
   let s = c.s;
   let cause = c.cause;
   if (e.type === "HEARTBEAT") {
-    s = { ...s, peers: { ...s.peers, [e.node]: { priority: e.priority, lastSeen: e.now, holds: e.holds, faults: e.faults } } };
+    const prev = s.peers[e.node];
+    const faultedSince = e.faults.length ? (prev?.faultedSince ?? e.now) : null;
+    s = { ...s, peers: { ...s.peers, [e.node]: { priority: e.priority, lastSeen: e.now, holds: e.holds, faults: e.faults, faultedSince } }, maxSeen: Math.max(s.maxSeen ?? 0, e.holds ?? 0) };
     // Fail static across a controller restart: adopt what our own executor holds in the kernel.
     if (e.node === s.self && e.holds !== null && s.role === "backup" && s.term < e.holds && e.now - s.startedAt < s.deadMs) {
-      s = { ...s, role: "owner", term: e.holds };
+      s = { ...s, role: "owner", term: e.holds, roleSince: e.now };
     }
     cause = e.eventId;
+  } else if (e.type === "VIEW") {
+    s = { ...s, views: { ...s.views, [e.voter]: { at: e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes } } };
+    if (e.eventId) cause = e.eventId;
+  } else if (e.type === "REALS") {
+    s = { ...s, realsUp: e.realsUp };
   } else if (e.type === "TICK" && e.eventId) {
     cause = e.eventId;
   } else if (e.type === "BUS") {
-    // After a reconnect, give every peer a fresh dead time: silence while we were away proves nothing.
+    // After a reconnect, give every peer a fresh dead time: silence while we were away proves
+    // nothing. Views are not refreshed: support must be earned again by new views (quorum).
     const peers = e.up && !s.busUp ? Object.fromEntries(Object.entries(s.peers).map(([n, p]) => [n, { ...p, lastSeen: e.now }])) : s.peers;
     s = { ...s, busUp: e.up, peers };
   }
@@ -49,6 +69,8 @@ export const ownershipMachine = setup({
     s: {
       self: input.self, group: input.group, preempt: input.preempt, preemptDelayMs: input.preemptDelayMs, deadMs: input.deadMs,
       role: "backup", term: 0, peers: {}, busUp: true, startedAt: input.now, preferredSince: null,
+      voters: input.voters ?? [], views: {}, guardMs: input.guardMs ?? Math.round(input.deadMs / 3), holdMs: input.holdMs ?? input.deadMs, roleSince: input.now,
+      stepDownWithoutReals: input.stepDownWithoutReals ?? false, realsUp: {},
     },
     decision: null,
     cause: null,

@@ -1,0 +1,246 @@
+// Pure tests of failover ownership: quorum, handover preempt, equal terms, reals step-down, and a
+// simulated cluster (two LB nodes and a witness exchanging heartbeats and views over a network
+// with latency and random partitions) that must never have two holders at the same instant.
+// No bus, no clock, no kernel: time is an argument.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createActor, type Actor } from "xstate";
+import { ownershipMachine, type OwnershipEmitted } from "../services/controller/ownership-machine.ts";
+import { votesFor, majority, hearsOf, leaseFor, selfEligible } from "../services/controller/ownership-logic.ts";
+
+const VOTERS = ["lb1", "lb2", "w"];
+const PRIO: Record<string, number> = { lb1: 150, lb2: 100 };
+
+function machine(self: string, o: { voters?: string[]; preempt?: boolean; preemptDelayMs?: number; stepDownWithoutReals?: boolean } = {}) {
+  const out: OwnershipEmitted[] = [];
+  const a = createActor(ownershipMachine, { input: { self, group: "web", priority: PRIO[self] ?? 1, preempt: o.preempt ?? true, preemptDelayMs: o.preemptDelayMs ?? 0, deadMs: 300, now: 0, voters: o.voters ?? VOTERS, stepDownWithoutReals: o.stepDownWithoutReals } });
+  a.on("decision", (d) => void out.push(d));
+  a.start();
+  let n = 0;
+  const hb = (node: string, holds: number | null, now: number, faults: string[] = []) =>
+    a.send({ type: "HEARTBEAT", now, node, priority: PRIO[node]!, holds, faults, eventId: `h${++n}` });
+  const view = (voter: string, hears: Record<string, number>, now: number, votes: Record<string, string | null> = {}, eligible?: Record<string, boolean>) =>
+    a.send({ type: "VIEW", now, voter, hears, canOwn: eligible?.web ?? true, votes, eligible });
+  const role = () => a.getSnapshot().context.s.role;
+  return { a, out, hb, view, role };
+}
+
+test("quorum: a node alone (only its own vote) never takes the group; with the witness's vote it does", () => {
+  const m = machine("lb1");
+  for (let t = 0; t <= 600; t += 50) m.hb("lb1", null, t);
+  assert.equal(m.out.length, 0, "1 of 3 votes is no majority");
+  for (let t = 650; t <= 800; t += 50) { m.hb("lb1", null, t); m.view("w", { lb1: 10 }, t, { web: "lb1" }); }
+  assert.deepEqual(m.out.map((d) => [d.role, d.term]), [["owner", 1]]);
+  assert.match(m.out[0]!.why, /votes from lb1, w/);
+});
+
+test("quorum: the owner cut off from both other voters releases before they may re-vote", () => {
+  const m = machine("lb1");
+  let t = 0;
+  for (; t <= 600; t += 50) { m.hb("lb1", m.role() === "owner" ? 1 : null, t); m.view("w", { lb1: 10, lb2: 10 }, t, { web: "lb1" }); m.view("lb2", { lb1: 10, w: 10 }, t, { web: "lb1" }); }
+  assert.equal(m.role(), "owner");
+  const lastView = t - 50;
+  for (; t <= 1200 && m.role() === "owner"; t += 10) { if (t % 50 === 0) m.hb("lb1", 1, t); m.a.send({ type: "TICK", now: t }); }
+  const releasedAt = t - 10;
+  assert.equal(m.role(), "backup");
+  assert.match(m.out.at(-1)!.why, /lost quorum/);
+  // The last views said "heard lb1 10 ms ago": the voters may re-vote from lastView - 10 + 300 on.
+  assert.ok(releasedAt <= lastView - 10 + 300 - 100 + 10, `released at ${releasedAt}, last view ${lastView}`);
+  assert.ok(releasedAt < lastView - 10 + 300, "before any voter's dead time ends");
+});
+
+test("quorum: a backup does not take over a silent holder that the witness still hears and votes for (lb1–lb2 link cut)", () => {
+  const m = machine("lb2");
+  let t = 0;
+  for (; t <= 600; t += 50) { m.hb("lb1", 1, t); m.hb("lb2", null, t); m.view("w", { lb1: 10, lb2: 10 }, t, { web: "lb1" }); m.view("lb1", { lb2: 10, w: 10 }, t, { web: "lb1" }); }
+  for (; t <= 2000; t += 50) { m.hb("lb2", null, t); m.view("w", { lb1: 10, lb2: 10 }, t, { web: "lb1" }); }
+  assert.equal(m.out.length, 0, "the witness votes lb1: no takeover, no split brain");
+  assert.equal(m.a.getSnapshot().context.s.vote, "lb2", "lb2 itself moved its vote: it has not heard lb1 for the dead time");
+  for (; t <= 2600; t += 50) { m.hb("lb2", m.role() === "owner" ? 2 : null, t); m.view("w", { lb2: 10 }, t, { web: "lb2" }); }
+  assert.deepEqual(m.out.map((d) => [d.role, d.term]), [["owner", 2]], "once the witness votes lb2");
+  assert.match(m.out[0]!.why, /lb1 silent/);
+});
+
+test("quorum: preempt is a handover — the owner withdraws its own vote and yields; the preferred node takes after the release", () => {
+  const lb2 = machine("lb2");
+  let t = 0;
+  for (; t <= 600; t += 50) { lb2.hb("lb2", lb2.role() === "owner" ? 1 : null, t); lb2.view("w", { lb2: 10 }, t, { web: "lb2" }); }
+  assert.equal(lb2.role(), "owner");
+  // lb1 returns and is eligible; the witness still votes lb2 (it waits its own hold): lb2 withdraws its vote.
+  lb2.hb("lb1", null, t); lb2.view("lb1", { lb2: 10, w: 10 }, t, { web: null }, { web: true }); lb2.hb("lb2", 1, t); lb2.view("w", { lb1: 10, lb2: 10 }, t, { web: null });
+  assert.equal(lb2.role(), "backup");
+  assert.match(lb2.out.at(-1)!.why, /yield to lb1/);
+  const lb1 = machine("lb1");
+  for (let u = 0; u <= 1500; u += 50) { lb1.hb("lb1", null, u); lb1.hb("lb2", 1, u); lb1.view("w", { lb1: 10, lb2: 10 }, u, { web: "lb1" }); lb1.view("lb2", { lb1: 10, w: 10 }, u, { web: null }); }
+  assert.equal(lb1.out.length, 0, "lb1 has the votes but does not overlap a live holder");
+  assert.equal(lb1.a.getSnapshot().context.s.vote, "lb1", "its own vote moved from the holder to itself (preempt, after the hold)");
+  lb1.hb("lb2", null, 1550);
+  assert.deepEqual(lb1.out.map((d) => [d.role, d.term]), [["owner", 2]]);
+});
+
+test("quorum: a voter waits the preempt delay, then withdraws for the hold time before voting for the better node", () => {
+  const w = machine("w", { preemptDelayMs: 500 });
+  let t = 0;
+  for (; t <= 600; t += 50) { w.hb("lb2", 1, t); w.view("lb2", { w: 10 }, t, { web: "lb2" }, { web: true }); }
+  assert.equal(w.a.getSnapshot().context.s.vote, "lb2");
+  const back = t;
+  const votes: [number, string | null | undefined][] = [[0, "lb2"]];
+  for (; t <= 2000; t += 50) {
+    w.hb("lb2", 1, t); w.view("lb2", { w: 10, lb1: 10 }, t, { web: "lb2" }, { web: true });
+    w.hb("lb1", null, t); w.view("lb1", { w: 10, lb2: 10 }, t, { web: "lb1" }, { web: true });
+    const v = w.a.getSnapshot().context.s.vote;
+    if (votes.at(-1)?.[1] !== v) votes.push([t - back, v]);
+  }
+  assert.deepEqual(votes.map((v) => v[1]), ["lb2", null, "lb1"]);
+  assert.ok(votes[1]![0] >= 500, `withdrawn after the preempt delay (${votes[1]![0]} ms)`);
+  assert.ok(votes[2]![0] - votes[1]![0] >= 300, "re-voted after the hold");
+});
+
+test("quorum: a heard holder that is faulted is waited for (it releases first), not overlapped", () => {
+  const lb2 = machine("lb2");
+  let t = 0;
+  for (; t <= 600; t += 50) { lb2.hb("lb1", 1, t); lb2.hb("lb2", null, t); lb2.view("w", { lb1: 10, lb2: 10 }, t, { web: "lb1" }); lb2.view("lb1", { lb2: 10, w: 10 }, t, { web: "lb1" }); }
+  lb2.hb("lb1", 1, t, ["stopping"]); lb2.hb("lb2", null, t); lb2.view("w", { lb1: 10, lb2: 10 }, t, { web: "lb2" });
+  assert.equal(lb2.out.length, 0);
+  lb2.hb("lb1", null, t + 20, ["stopping"]);
+  assert.deepEqual(lb2.out.map((d) => [d.role, d.term]), [["owner", 2]]);
+});
+
+test("VRRP mode (two nodes, no witness): a faulted holder is taken over at once; equal terms resolve by priority", () => {
+  const lb2 = machine("lb2", { voters: ["lb1", "lb2"] });
+  let t = 0;
+  for (; t <= 600; t += 50) { lb2.hb("lb1", 1, t); lb2.hb("lb2", null, t); }
+  lb2.hb("lb1", 1, t, ["stopping"]);
+  assert.deepEqual(lb2.out.map((d) => [d.role, d.term]), [["owner", 2]]);
+  // After a healed partition both may hold the same term: the lower priority lets go.
+  const lb2b = machine("lb2", { voters: ["lb1", "lb2"] });
+  for (t = 0; t <= 400; t += 50) lb2b.hb("lb2", lb2b.role() === "owner" ? 1 : null, t);
+  assert.equal(lb2b.role(), "owner");
+  lb2b.hb("lb1", 1, t);
+  assert.equal(lb2b.role(), "backup");
+  assert.match(lb2b.out.at(-1)!.why, /same term 1/);
+});
+
+test("step-down without reals: the owner whose prober sees no healthy real hands over to a peer that sees some", () => {
+  const lb1 = machine("lb1", { voters: ["lb1", "lb2"], stepDownWithoutReals: true });
+  let t = 0;
+  for (; t <= 400; t += 50) { lb1.hb("lb1", lb1.role() === "owner" ? 1 : null, t); lb1.hb("lb2", null, t); }
+  assert.equal(lb1.role(), "owner");
+  lb1.a.send({ type: "REALS", now: t, realsUp: { lb1: 0, lb2: 0 } });
+  assert.equal(lb1.role(), "owner", "nobody sees a real: stay (the fallback serves)");
+  lb1.a.send({ type: "REALS", now: t + 10, realsUp: { lb1: 0, lb2: 2 } });
+  assert.equal(lb1.role(), "backup");
+  assert.match(lb1.out.at(-1)!.why, /no healthy real server seen from lb1 while lb2 sees 2/);
+  // And the same node, as a backup, does not take the group back while that lasts.
+  for (t += 50; t <= 1000; t += 50) { lb1.hb("lb1", null, t); lb1.hb("lb2", null, t); }
+  assert.equal(lb1.role(), "backup");
+});
+
+test("votes and lease: a vote stops counting guard ms before its voter may move it", () => {
+  const m = machine("lb1");
+  for (let t = 0; t <= 1000; t += 50) { m.hb("lb1", m.role() === "owner" ? 1 : null, t); m.view("lb2", { lb1: 20 }, t, { web: "lb1" }); }
+  m.view("w", { lb1: 40 }, 1010, { web: "lb1" });
+  const s = m.a.getSnapshot().context.s;
+  assert.equal(s.role, "owner");
+  const v = votesFor(s, "lb1", 1050);
+  assert.deepEqual(v.from.sort(), ["lb1", "lb2", "w"]);
+  assert.equal(majority(VOTERS), 2);
+  assert.equal(v.until, 1180, "its own vote never lapses; the best other one is enough for 2 of 3");
+  const w = votesFor({ ...s, vote: null }, "lb1", 1050);
+  // lb2: min(1000 + hold 300 - guard 100, 1000 - 20 + dead 300 - guard 100) = 1180; w: min(1210, 1170) = 1170.
+  assert.equal(w.until, 1170, "without its own vote, the owner needs both: the earlier expiry");
+  assert.equal(leaseFor({ ...s, vote: null }, 1050), 120);
+  assert.deepEqual(hearsOf(new Map([["lb1", 900], ["lb2", 500], ["w", 990]]), "w", 1000, 300), { lb1: 100 });
+});
+
+// ---- simulated cluster ----------------------------------------------------------------------
+
+interface SimNode { name: string; m: ReturnType<typeof machine>; exec: { holds: number | null; leaseUntil: number }; lastHeard: Map<string, number> }
+
+/** Runs lb1, lb2 and a witness for `ms` of simulated time with partitions from `cut(t)`; samples holders every 5 ms. */
+function simulate(ms: number, cut: (t: number) => Set<string>, seed: number) {
+  let rnd = seed;
+  const rand = () => ((rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const nodes: Record<string, SimNode> = {};
+  let now = 0, double = 0, held = 0, samples = 0;
+  const pending: { at: number; node: string; d: OwnershipEmitted; lease: number | null }[] = [];
+  // The witness runs the same machine: it never has an executor heartbeat of its own, so it only votes.
+  for (const n of VOTERS) {
+    const node: SimNode = { name: n, m: machine(n), exec: { holds: null, leaseUntil: 0 }, lastHeard: new Map() };
+    node.m.a.on("decision", (d) => pending.push({ at: now + 3 + rand() * 10, node: n, d, lease: leaseFor(node.m.a.getSnapshot().context.s, now) }));
+    nodes[n] = node;
+  }
+  type Msg = { at: number; to: string; from: string; kind: "hb" | "view"; holds?: number | null; hears?: Record<string, number>; votes?: Record<string, string | null>; eligible?: boolean };
+  const queue: Msg[] = [];
+  const linked = (a: string, b: string) => a === b || !cut(now).has([a, b].sort().join("|"));
+  const send = (from: string, kind: "hb" | "view", extra: Partial<Msg>) => {
+    for (const to of VOTERS) if (linked(from, to)) queue.push({ at: now + (from === to ? 1 : 1 + rand() * 15), to, from, kind, ...extra });
+  };
+  for (now = 0; now <= ms; now += 5) {
+    for (const q of queue.filter((x) => x.at <= now)) {
+      const node = nodes[q.to]!;
+      node.lastHeard.set(q.from, now);
+      if (q.kind === "hb") node.m.a.send({ type: "HEARTBEAT", now, node: q.from, priority: PRIO[q.from]!, holds: q.holds!, faults: [], eventId: "x" });
+      else if (q.from !== q.to) node.m.a.send({ type: "VIEW", now, voter: q.from, hears: q.hears!, canOwn: q.eligible!, eligible: { web: q.eligible! }, votes: q.votes });
+    }
+    queue.splice(0, queue.length, ...queue.filter((x) => x.at > now));
+    // executors apply decisions after a short delay; leases run out on their own
+    for (const p of pending.filter((x) => x.at <= now)) {
+      const e = nodes[p.node]!.exec;
+      if (p.d.role === "owner") { e.holds = p.d.term; e.leaseUntil = p.lease === null ? Infinity : now + p.lease; } else e.holds = null;
+    }
+    pending.splice(0, pending.length, ...pending.filter((x) => x.at > now));
+    for (const n of VOTERS) {
+      const node = nodes[n]!;
+      if (node.exec.holds !== null && now > node.exec.leaseUntil) node.exec.holds = null;
+      if (now % 25 === 0) {
+        node.m.a.send({ type: "TICK", now });
+        const s = node.m.a.getSnapshot().context.s;
+        const lease = leaseFor(s, now);
+        if (lease !== null && node.exec.holds === s.term) node.exec.leaseUntil = now + lease; // local renewal
+      }
+    }
+    // heartbeats and views every 50 ms, each node on its own phase
+    for (const [i, n] of VOTERS.entries()) {
+      if ((now + i * 15) % 50 !== 0) continue;
+      const node = nodes[n]!;
+      const s = node.m.a.getSnapshot().context.s;
+      if (n !== "w") send(n, "hb", { holds: node.exec.holds });
+      send(n, "view", { hears: hearsOf(node.lastHeard, n, now, 300), votes: { web: s.vote ?? null }, eligible: n !== "w" && selfEligible(s, now) });
+    }
+    const holders = ["lb1", "lb2"].filter((n) => nodes[n]!.exec.holds !== null);
+    samples++;
+    if (holders.length > 1) double++;
+    if (holders.length) held++;
+  }
+  return { double, held, samples };
+}
+
+test("simulated cluster: random partitions, latency up to 16 ms — never two holders at one instant, and an owner most of the time", () => {
+  const pairs = ["lb1|lb2", "lb1|w", "lb2|w"];
+  const shapes: string[][] = [[], ["lb1|lb2"], ["lb1|w"], ["lb2|w"], ["lb1|lb2", "lb1|w"], ["lb1|lb2", "lb2|w"], ["lb1|w", "lb2|w"], pairs];
+  for (const seed of [1, 7, 42]) {
+    let r = seed;
+    const plan: { from: number; cut: Set<string> }[] = [];
+    for (let t = 2000; t < 120_000; t += 700 + ((r = (r * 48271) % 2147483647) % 2500)) plan.push({ from: t, cut: new Set(shapes[r % shapes.length]) });
+    const cut = (t: number) => [...plan].reverse().find((p) => p.from <= t)?.cut ?? new Set<string>();
+    const res = simulate(120_000, cut, seed);
+    assert.equal(res.double, 0, `seed ${seed}: ${res.double} samples with two holders`);
+    console.log(`# seed ${seed}: owner present ${(100 * res.held / res.samples).toFixed(1)} % of ${res.samples} samples, ${plan.length} partitions, 0 double`);
+    assert.ok(res.held / res.samples > 0.6, `seed ${seed}: owned ${(100 * res.held / res.samples).toFixed(1)} % of the time`);
+  }
+});
+
+test("simulated cluster without a witness (VRRP mode) does show split brain under a partition — documented behaviour", () => {
+  // Same simulation, but lb1 and lb2 see only each other as voters: cut their link for 2 s.
+  const lb1 = machine("lb1", { voters: ["lb1", "lb2"] }), lb2 = machine("lb2", { voters: ["lb1", "lb2"] });
+  let t = 0;
+  for (; t <= 600; t += 50) for (const m of [lb1, lb2]) { m.hb("lb1", lb1.role() === "owner" ? 1 : null, t); m.hb("lb2", lb2.role() === "owner" ? 1 : null, t); }
+  assert.equal(lb1.role(), "owner");
+  for (; t <= 1200; t += 50) { lb1.hb("lb1", 1, t); lb2.hb("lb2", lb2.role() === "owner" ? 2 : null, t); }
+  assert.equal(lb2.role(), "owner", "both own while partitioned");
+  lb1.hb("lb2", 2, t);
+  assert.equal(lb1.role(), "backup", "healed: the older term lets go at once");
+});
+
+void (null as unknown as Actor<typeof ownershipMachine>);
