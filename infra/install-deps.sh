@@ -4,7 +4,8 @@ set -euo pipefail
 need=()
 for p in nats-server redis-server nftables iproute2 iputils-arping openssl procps \
   iputils-ping dnsmasq-base dovecot-imapd dovecot-pop3d vsftpd tinyproxy \
-  conntrack chromium; do
+  conntrack chromium \
+  qemu-system-x86 busybox-static ipvsadm xz-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -14,3 +15,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# The IPVS test VM (test/kernel-ipvs.test.ts): Debian's linux-image-amd64 is downloaded and unpacked
+# into a cache, never installed on this host (that would add a boot kernel and run initramfs hooks).
+bash "$(dirname "$0")/ipvs-vm/build.sh" >/dev/null
