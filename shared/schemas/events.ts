@@ -249,8 +249,12 @@ export const VoterView = z.object({
   seq: z.number().int().min(0),
   /** Voter → ms since this voter last heard it (only voters heard within the dead time). */
   hears: z.record(z.string(), z.number().min(0)),
-  /** This voter could own a group now: it is heard by a majority (always true outside quorum mode). */
+  /** An LB node: its own checks pass for some group (executor alive, no faults, reals). */
   canOwn: z.boolean(),
+  /** Group → its own checks pass for that group (LB nodes). */
+  eligible: z.record(z.string(), z.boolean()).optional(),
+  /** Group → the LB node this voter votes for as the group's owner (quorum mode). */
+  votes: z.record(z.string(), z.string().nullable()).optional(),
 });
 
 /** Quorum mode: the controller renews its executor's right to hold a group for leaseMs. */
