@@ -9,6 +9,7 @@ import { startProber } from "../prober/main.ts";
 import { startController } from "../controller/main.ts";
 import { startExecutor } from "../executor/main.ts";
 import { startRecorder } from "../recorder/main.ts";
+import { startWitness } from "../witness/main.ts";
 import { parseCommon, ENV_HELP } from "./options.ts";
 import { natsAuthFromEnv, redactUrl, registerModelSecrets } from "../../shared/secrets.ts";
 
@@ -17,6 +18,8 @@ const SERVICES = {
   controller: [startController],
   executor: [startExecutor],
   recorder: [startRecorder],
+  // A voter without a data plane (quorum mode's third voter).
+  witness: [startWitness],
   // Everything one LB node runs, in one process.
   node: [startExecutor, startController, startProber],
 } as const;

@@ -8,7 +8,7 @@ import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { ownershipMachine } from "./ownership-machine.ts";
-import { alive } from "./ownership-logic.ts";
+import { alive, hearsOf, leaseFor, selfEligible, quorumMode } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 
 const decisionsTotal = new client.Counter({ name: "lvsflow_controller_decisions_total", help: "Decisions published", labelNames: ["kind"], registers: [registry] });
@@ -58,11 +58,16 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     pools.set(vs.id, a);
   }
 
+  // Quorum mode with LB nodes + witnesses >= 3 voters (ownership-logic.ts); VRRP mode below that.
+  const voters = [...new Set([...model.nodes.map((n) => n.name), ...(model.global.witnesses ?? [])])];
+  const Q = quorumMode(voters);
   const owners = new Map<string, Actor<typeof ownershipMachine>>();
   for (const g of model.groups) {
-    const a = createActor(ownershipMachine, { input: { self: node, group: g.name, priority: self?.priority ?? 0, preempt: g.preempt, preemptDelayMs: g.preemptDelayMs, deadMs: model.timers.deadMs, now: now() } });
+    const a = createActor(ownershipMachine, { input: { self: node, group: g.name, priority: self?.priority ?? 0, preempt: g.preempt, preemptDelayMs: g.preemptDelayMs, deadMs: model.timers.deadMs, now: now(), voters, stepDownWithoutReals: g.stepDownWithoutReals } });
     a.on("decision", (d) => {
-      const ev = makeEvent("decision.owner", { node, generation: nextGen(), group: g.name, role: d.role, term: d.term, owner: d.owner, addresses: g.addresses, garpScheduleMs: g.garpScheduleMs, why: d.why },
+      // Quorum mode: a first lease of one guard time; owner.lease renewals extend it every tick.
+      const leaseMs = Q && d.role === "owner" ? Math.round(model.timers.deadMs / 3) : null;
+      const ev = makeEvent("decision.owner", { node, generation: nextGen(), group: g.name, role: d.role, term: d.term, owner: d.owner, addresses: g.addresses, garpScheduleMs: g.garpScheduleMs, why: d.why, leaseMs },
         { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
       decisionsTotal.inc({ kind: "owner" });
       termGauge.set({ group: g.name }, d.term);
@@ -75,9 +80,17 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     owners.set(g.name, a);
   }
 
+  // Each prober's latest word on each real, for step-down without reals (per group, per prober).
+  const realOk = new Map<string, Map<string, boolean>>();
+  const noteReal = (prober: string, vs: string, real: string, ok: boolean) => {
+    if (!realOk.has(prober)) realOk.set(prober, new Map());
+    realOk.get(prober)!.set(`${vs}|${real}`, ok);
+  };
   const onHealth = (ev: EventOf<"health.result" | "health.summary">) => {
     remember(ev);
     const t = now();
+    if (ev.type === "health.result") noteReal(ev.data.prober, ev.data.vs, ev.data.real, ev.data.ok);
+    else for (const r of ev.data.results) noteReal(ev.data.prober, r.vs, r.real, r.ok);
     if (ev.type === "health.result") {
       const d = ev.data;
       pools.get(d.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: d.real, prober: d.prober, ok: d.ok, streak: d.streak, at: t, error: d.error, check: d.check });
@@ -91,11 +104,13 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   // Peer liveness, for the audit history: one event per change, not per heartbeat.
   const lastSeen = new Map<string, number>();
   const peerAlive = new Map<string, boolean>();
+  const lastHeardAt = new Map<string, number>(); // any message from a voter: heartbeat or view
   const onHeartbeat = (ev: EventOf<"node.heartbeat">) => {
     cmds?.heartbeat(ev);
     const t = now();
     const h = ev.data;
     lastSeen.set(h.node, t);
+    lastHeardAt.set(h.node, t);
     if (peerAlive.get(h.node) !== true) publishPeer(h.node, true, 0, ev.id);
     // A peer found dead now is the cause of whatever this heartbeat leads the machine to decide.
     const cause = checkPeers(t) ?? ev.id;
@@ -104,6 +119,46 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
       const op = cmds?.operatorFault(group, h.node, t) ?? null;
       a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: op ? [...h.faults, op.fault] : h.faults, eventId: op?.cause ?? cause });
     }
+    viewIfChanged();
+  };
+
+  // ---- quorum: our view (whom we hear, our votes), others' views, leases for our executor
+  let viewSeq = 0;
+  let lastVotes = "";
+  const publishView = () => {
+    const t = now();
+    const votes: Record<string, string | null> = {};
+    const eligible: Record<string, boolean> = {};
+    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; eligible[g] = selfEligible(s, t); }
+    lastVotes = JSON.stringify(votes);
+    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes }, { source, configVersion: ctx.configVersion }));
+  };
+  // A moved vote is news at once: it is what lets the majority take over promptly.
+  const viewIfChanged = () => {
+    if (!Q) return;
+    const votes = JSON.stringify(Object.fromEntries([...owners].map(([g, a]) => [g, a.getSnapshot().context.s.vote ?? null])));
+    if (votes !== lastVotes) publishView();
+  };
+  const onView = (ev: EventOf<"voter.view">) => {
+    const v = ev.data;
+    if (v.voter === node) return;
+    const t = now();
+    lastHeardAt.set(v.voter, t);
+    for (const a of owners.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes });
+    viewIfChanged();
+  };
+  const renewLeases = (t: number) => {
+    for (const [g, a] of owners) {
+      const s = a.getSnapshot().context.s;
+      const leaseMs = leaseFor(s, t);
+      if (leaseMs !== null) bus.publish(subjects.lease(site, node, g), makeEvent("owner.lease", { node, group: g, term: s.term, leaseMs }, { source, configVersion: ctx.configVersion }));
+    }
+  };
+  const realsOfGroup = (g: (typeof model.groups)[number]) => {
+    const vss = new Set(model.virtualServices.filter((v) => g.addresses.some((a) => a.address === v.address)).map((v) => v.id));
+    const up: Record<string, number> = {};
+    for (const [prober, m] of realOk) up[prober] = [...m].filter(([k, ok]) => ok && vss.has(k.split("|")[0]!)).length;
+    return up;
   };
   const publishPeer = (peer: string, isAlive: boolean, ago: number | null, cause: string | null) => {
     peerAlive.set(peer, isAlive);
@@ -128,28 +183,39 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
 
   bus.subscribe(subjects.healthAll(site), ["health.result", "health.summary"], onHealth);
   bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], onHeartbeat);
+  bus.subscribe(subjects.viewAll(site), ["voter.view"], onView);
   cmds = attachCommands(ctx, { pools, sendPool: (vs, e) => pools.get(vs)?.send(e) });
   bus.onStatus((up) => { const t = now(); for (const a of owners.values()) a.send({ type: "BUS", now: t, up }); });
 
-  // Ownership needs prompt detection (dead time 300 ms): tick often; it is cheap.
-  const fastTick = setInterval(() => {
+  // Ownership needs prompt detection: tick often; it is cheap. setImmediate lets the messages that
+  // arrived while this process was stalled be absorbed first: a silence we did not listen to is
+  // no evidence that a peer died.
+  const fastTick = setInterval(() => setImmediate(() => {
     const t = now();
     const cause = checkPeers(t);
     for (const a of owners.values()) a.send({ type: "TICK", now: t, ...(cause ? { eventId: cause } : {}) });
-  }, Math.max(10, Math.floor(model.timers.heartbeatMs / 2)));
-  const slowTick = setInterval(() => { const t = now(); for (const a of pools.values()) a.send({ type: "TICK", now: t }); }, 250);
+    viewIfChanged();
+    if (Q) renewLeases(t);
+  }), Math.max(10, Math.floor(model.timers.heartbeatMs / 2)));
+  const viewTimer = setInterval(() => { if (Q) publishView(); }, model.timers.heartbeatMs);
+  const slowTick = setInterval(() => {
+    const t = now();
+    for (const a of pools.values()) a.send({ type: "TICK", now: t });
+    for (const g of model.groups) if (g.stepDownWithoutReals) owners.get(g.name)?.send({ type: "REALS", now: t, realsUp: realsOfGroup(g) });
+  }, 250);
   // Anti-entropy: re-send the latest decisions (same event ids: the recorder de-duplicates).
   const resend = setInterval(() => { for (const { subject, ev } of latest.values()) bus.publish(subject, ev); }, 1000);
 
   return {
-    async stop() { cmds?.stop(); clearInterval(fastTick); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
+    async stop() { cmds?.stop(); clearInterval(fastTick); clearInterval(viewTimer); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
     health() {
       return {
         ok: bus.connected,
         operator: cmds?.health(),
         bus: bus.connected,
         pools: Object.fromEntries([...pools].map(([id, a]) => [id, String(a.getSnapshot().value)])),
-        groups: Object.fromEntries([...owners].map(([g, a]) => [g, { state: String(a.getSnapshot().value), term: a.getSnapshot().context.s.term }])),
+        quorum: Q ? { voters, hears: hearsOf(lastHeardAt, node, now(), model.timers.deadMs) } : null,
+        groups: Object.fromEntries([...owners].map(([g, a]) => [g, { state: String(a.getSnapshot().value), term: a.getSnapshot().context.s.term, vote: a.getSnapshot().context.s.vote ?? null }])),
       };
     },
   };
