@@ -24,4 +24,10 @@ export interface ServiceContext {
 export interface RunningService {
   stop(): Promise<void>;
   health(): { ok: boolean; [k: string]: unknown };
+  /**
+   * Takes a new, already validated configuration (shared/config/reload.ts): the service applies
+   * only what changed and keeps the state of what did not. `version` is the new configuration
+   * version, stamped on its events from now on.
+   */
+  updateModel?(model: Model, version: string): void | Promise<void>;
 }
