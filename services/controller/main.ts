@@ -22,12 +22,13 @@ export function generations(): () => number {
 }
 
 export async function startController(ctx: ServiceContext): Promise<RunningService> {
-  const { site, node, model, bus, log } = ctx;
+  const { site, node, bus, log } = ctx;
+  let model = ctx.model; // replaced by updateModel (live reload)
   const nextGen = generations();
   const now = () => Date.now();
   const source = { service: "controller" as const, node };
   const latest = new Map<string, { subject: string; ev: Event }>(); // re-sent so restarted executors converge
-  const self = model.nodes.find((n) => n.name === node);
+  let self = model.nodes.find((n) => n.name === node);
   if (!self) log.warn({ node, nodes: model.nodes.map((n) => n.name) }, "this node is not in the configuration's nodes: it will never own a group");
 
   const correlation = new Map<string, string | null>(); // event id → its correlation id
@@ -44,7 +45,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   };
 
   const pools = new Map<string, Actor<typeof poolMachine>>();
-  for (const vs of model.virtualServices) {
+  const createPool = (vs: (typeof model.virtualServices)[number]) => {
     const a = createActor(poolMachine, { input: { vs, policy: model.global.vantagePolicy, now: now() } });
     a.on("decision", (d) => {
       const ev = makeEvent("decision.pool", { node, generation: nextGen(), pool: d.pool, changes: d.changes, fallbackActive: d.fallbackActive },
@@ -56,13 +57,14 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     });
     a.start();
     pools.set(vs.id, a);
-  }
+  };
+  for (const vs of model.virtualServices) createPool(vs);
 
   // Quorum mode with LB nodes + witnesses >= 3 voters (ownership-logic.ts); VRRP mode below that.
-  const voters = [...new Set([...model.nodes.map((n) => n.name), ...(model.global.witnesses ?? [])])];
-  const Q = quorumMode(voters);
+  let voters = [...new Set([...model.nodes.map((n) => n.name), ...(model.global.witnesses ?? [])])];
+  let Q = quorumMode(voters);
   const owners = new Map<string, Actor<typeof ownershipMachine>>();
-  for (const g of model.groups) {
+  const createOwner = (g: (typeof model.groups)[number]) => {
     const a = createActor(ownershipMachine, { input: { self: node, group: g.name, priority: self?.priority ?? 0, preempt: g.preempt, preemptDelayMs: g.preemptDelayMs, deadMs: model.timers.deadMs, now: now(), voters, stepDownWithoutReals: g.stepDownWithoutReals } });
     a.on("decision", (d) => {
       // Quorum mode: a first lease of one guard time; owner.lease renewals extend it every tick.
@@ -78,7 +80,8 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     });
     a.start();
     owners.set(g.name, a);
-  }
+  };
+  for (const g of model.groups) createOwner(g);
 
   // Each prober's latest word on each real, for step-down without reals (per group, per prober).
   const realOk = new Map<string, Map<string, boolean>>();
@@ -206,7 +209,52 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   // Anti-entropy: re-send the latest decisions (same event ids: the recorder de-duplicates).
   const resend = setInterval(() => { for (const { subject, ev } of latest.values()) bus.publish(subject, ev); }, 1000);
 
+  /**
+   * Live reload: pool machines of changed virtual services get a CONFIG (they keep the health of
+   * unchanged reals), added ones are created, removed ones stopped and no longer re-sent. A group
+   * whose settings changed gets a fresh ownership machine, as after a controller restart: it
+   * adopts the term its executor holds, so the addresses do not move.
+   */
+  const updateModel = (next: typeof model, version: string) => {
+    const prev = model;
+    model = next;
+    ctx.model = next;
+    ctx.configVersion = version;
+    self = next.nodes.find((n) => n.name === node);
+    const t = now();
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    if (prev.global.vantagePolicy !== next.global.vantagePolicy) log.warn({ from: prev.global.vantagePolicy, to: next.global.vantagePolicy }, "the vantage policy of running pool machines changes at the next controller start");
+    const keep = new Set(next.virtualServices.map((v) => v.id));
+    for (const [id, a] of pools) if (!keep.has(id)) { a.stop(); pools.delete(id); latest.delete(`pool:${id}`); log.info({ vs: id }, "virtual service removed"); }
+    for (const vs of next.virtualServices) {
+      const old = prev.virtualServices.find((v) => v.id === vs.id);
+      if (!pools.has(vs.id)) { createPool(vs); log.info({ vs: vs.id }, "virtual service added"); }
+      else if (!same({ ...old, source: null }, { ...vs, source: null })) pools.get(vs.id)!.send({ type: "CONFIG", now: t, vs, eventId: null });
+    }
+    const votersChanged = !same(prev.nodes, next.nodes) || !same(prev.global.witnesses, next.global.witnesses) || prev.timers.deadMs !== next.timers.deadMs;
+    voters = [...new Set([...next.nodes.map((n) => n.name), ...(next.global.witnesses ?? [])])];
+    Q = quorumMode(voters);
+    const groups = new Set(next.groups.map((g) => g.name));
+    for (const [name, a] of owners) if (!groups.has(name)) { a.stop(); owners.delete(name); latest.delete(`owner:${name}`); log.info({ group: name }, "floating group removed"); }
+    for (const g of next.groups) {
+      const old = prev.groups.find((x) => x.name === g.name);
+      if (owners.has(g.name) && !votersChanged && same(old, g)) continue;
+      owners.get(g.name)?.stop();
+      createOwner(g);
+      log.info({ group: g.name, added: !old }, old ? "floating group changed: fresh ownership machine" : "floating group added");
+      // The last decision, re-sent every second, must carry the new addresses: same role and term.
+      const last = latest.get(`owner:${g.name}`)?.ev;
+      if (last?.type === "decision.owner") {
+        send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), makeEvent("decision.owner",
+          { ...last.data, generation: nextGen(), addresses: g.addresses, garpScheduleMs: g.garpScheduleMs, why: `configuration ${version} changed group ${g.name}; role unchanged` },
+          { source, causationId: null, configVersion: version }));
+      }
+    }
+    if (!same(prev.timers, next.timers)) log.warn("timer changes (heartbeat period) take effect at the next controller start");
+  };
+
   return {
+    updateModel,
     async stop() { cmds?.stop(); clearInterval(fastTick); clearInterval(viewTimer); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
     health() {
       return {
