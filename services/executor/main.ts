@@ -20,7 +20,11 @@ const refused = new client.Counter({ name: "lvsflow_executor_decisions_refused_t
 const heldGauge = new client.Gauge({ name: "lvsflow_executor_group_held", help: "1 while this node holds the group's addresses", labelNames: ["group"], registers: [registry] });
 
 interface PoolEntry { generation: number; spec: PoolSpec; eventId: string; correlationId: string | null }
-interface GroupEntry { generation: number; role: "owner" | "backup"; term: number; addresses: FloatingAddress[]; garp: number[]; eventId: string; correlationId: string | null }
+interface GroupEntry {
+  generation: number; role: "owner" | "backup"; term: number; addresses: FloatingAddress[]; garp: number[]; eventId: string; correlationId: string | null;
+  /** Quorum mode: hold only until then unless an owner.lease renews it (null: no lease). */
+  leaseUntil?: number | null;
+}
 
 export async function startExecutor(ctx: ServiceContext): Promise<RunningService> {
   const { site, node, model, bus, log } = ctx;
@@ -36,6 +40,8 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   const cancelGarp = new Map<string, () => void>();
   let applyFault: string | null = null;
   let seq = 0;
+  let stopping = false;
+  const quorum = new Set([...model.nodes.map((n) => n.name), ...(model.global.witnesses ?? [])]).size >= 3;
 
   // What does the kernel hold right now? Addresses of a group all present = held (fail static).
   const present = await readAddresses().catch(() => []);
@@ -111,7 +117,16 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   };
 
   // ---- floating address groups
-  const applyGroup = async (g: GroupEntry, name: string, reason: "decision" | "repair") => {
+  // One apply at a time per group, always of the entry current when it runs: a repair started
+  // as owner must never re-add what a release that came in meanwhile has just removed.
+  const groupChain = new Map<string, Promise<void>>();
+  const applyGroup = (g0: GroupEntry, name: string, reason: "decision" | "repair"): Promise<void> => {
+    const run = () => applyGroupNow(groups.get(name) ?? g0, name, reason);
+    const p = (groupChain.get(name) ?? Promise.resolve()).then(run, run);
+    groupChain.set(name, p);
+    return p;
+  };
+  const applyGroupNow = async (g: GroupEntry, name: string, reason: "decision" | "repair") => {
     const want = g.role === "owner";
     const t0 = performance.now();
     let ops: string[] = [];
@@ -154,7 +169,8 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     const cur = groups.get(d.group);
     if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
     if (cur && cur.generation === d.generation) return; // re-sent; the repair loop covers drift
-    const g: GroupEntry = { generation: d.generation, role: d.role, term: d.term, addresses: d.addresses, garp: d.garpScheduleMs, eventId: ev.id, correlationId: ev.correlationId };
+    const g: GroupEntry = { generation: d.generation, role: d.role, term: d.term, addresses: d.addresses, garp: d.garpScheduleMs, eventId: ev.id, correlationId: ev.correlationId,
+      leaseUntil: d.role === "owner" && d.leaseMs != null ? Date.now() + d.leaseMs : null };
     groups.set(d.group, g);
     state.terms[d.group] = d.term;
     saveState(statePath, state);
@@ -166,6 +182,39 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   // Owners re-add missing addresses; non-owners remove stale ones (no split brain left behind).
   const repair = setInterval(() => { for (const [name, g] of groups) void applyGroup(g, name, "repair"); }, 1000);
 
+  /** Lets a group go on this node's own authority (lease expired, newer term seen, stopping). */
+  const releaseLocally = (name: string, why: string) => {
+    const g = groups.get(name);
+    if (!g || g.role !== "owner") return;
+    groups.set(name, { ...g, role: "backup", leaseUntil: null });
+    log.warn({ group: name, term: g.term, why }, "released the group's addresses");
+    void applyGroup(g, name, "decision");
+  };
+  // Quorum mode: the controller renews the lease while a majority votes for this node. Without
+  // renewals (controller dead, bus gone, partition) the addresses go before the majority may move.
+  const onLease = (ev: EventOf<"owner.lease">) => {
+    const d = ev.data, g = groups.get(d.group);
+    if (d.node !== node || !g || g.role !== "owner" || g.term !== d.term || g.leaseUntil == null) return;
+    g.leaseUntil = Math.max(g.leaseUntil, Date.now() + d.leaseMs);
+  };
+  const leaseTimer = setInterval(() => {
+    const t = Date.now();
+    for (const [name, g] of groups) if (g.role === "owner" && g.leaseUntil != null && t > g.leaseUntil) releaseLocally(name, `lease expired ${t - g.leaseUntil} ms ago (no renewal from the controller)`);
+  }, 10);
+  // Another node holding a group under a newer term (or the same term with a better priority):
+  // let go at once, without waiting for our controller (it may be slow, stopped or cut off).
+  const prio = new Map(model.nodes.map((n) => [n.name, n.priority]));
+  const onPeerHeartbeat = (ev: EventOf<"node.heartbeat">) => {
+    const h = ev.data;
+    if (h.node === node) return;
+    for (const o of h.owned) {
+      const g = groups.get(o.group);
+      if (!g || g.role !== "owner") continue;
+      const theirs = prio.get(h.node) ?? h.priority;
+      if (o.term > g.term || (o.term === g.term && (theirs > priority || (theirs === priority && h.node < node)))) releaseLocally(o.group, `${h.node} holds it under term ${o.term} (mine ${g.term})`);
+    }
+  };
+
   // ---- faults and heartbeats
   const ifaces = [...new Set(model.groups.flatMap((g) => g.addresses.map((a) => a.interface)))];
   const faults = (): string[] => {
@@ -176,6 +225,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
       if (st !== "up" && st !== "unknown") f.push(`interface ${i} ${st}`);
     }
     if (applyFault) f.push(applyFault);
+    if (stopping) f.push("stopping");
     return f;
   };
   const beat = () => {
@@ -187,10 +237,35 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   const conns = startConnectionReports({ site, node, bus, log, configVersion: ctx.configVersion, pools: () => [...pools.values()].map((p) => p.spec) });
 
   bus.subscribe(subjects.decisionsFor(site, node), ["decision.pool", "decision.owner"], (ev, subject) => (ev.type === "decision.pool" ? onPool(ev, subject) : onOwner(ev, subject)));
+  bus.subscribe(subjects.leasesFor(site, node), ["owner.lease"], onLease);
+  // (A role that may not read heartbeats gets this subscription refused; the controller still releases.)
+  bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], onPeerHeartbeat);
   beat();
 
+  /**
+   * A graceful stop hands the floating addresses over (like keepalived's priority-0 advert and
+   * heartbeat's shutdown): heartbeats say "stopping" so a peer takes over now. VRRP mode: keep
+   * forwarding until the peer holds a newer term (bounded), then let go: no gap. Quorum mode:
+   * let go first, then say so: no overlap. The nftables rules stay (the standby has them too).
+   * A crash or SIGKILL leaves everything in place (fail static).
+   */
+  const handOver = async () => {
+    stopping = true;
+    const mine = () => [...groups].filter(([, g]) => g.role === "owner").map(([n]) => n);
+    if (mine().length && bus.connected) {
+      beat();
+      if (!quorum) {
+        const until = Date.now() + 2 * model.timers.deadMs;
+        while (mine().length && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    for (const n of mine()) releaseLocally(n, "stopping: handing over");
+    await Promise.all([...groupChain.values()]);
+    beat();
+  };
+
   return {
-    async stop() { clearInterval(hb); clearInterval(repair); conns.stop(); for (const c of cancelGarp.values()) c(); },
+    async stop() { clearInterval(repair); clearInterval(leaseTimer); await handOver().catch((e: Error) => log.error({ err: e.message }, "handover failed")); clearInterval(hb); conns.stop(); for (const c of cancelGarp.values()) c(); },
     health() {
       const f = faults();
       return { ok: f.length === 0, faults: f, bus: bus.connected, appliedGeneration: state.appliedGeneration, held: Object.fromEntries(held), services: pools.size };
