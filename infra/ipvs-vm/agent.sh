@@ -29,6 +29,8 @@ while :; do
   for ((i = 0; i < nargs; i++)); do IFS= read -r a <&3; args+=("$a"); done
   : >$I
   if [ "$nin" -gt 0 ]; then IFS= read -r -d '' -N "$nin" data <&3; printf '%s' "$data" >$I; fi
+  # Resolve through PATH here: busybox's timeout would run its own applet (e.g. its limited ip).
+  if [[ ${args[0]} != */* ]] && hash "${args[0]}" 2>/dev/null; then args[0]=${BASH_CMDS[${args[0]}]}; fi
   timeout 60 "${args[@]}" <$I >$O 2>$E; rc=$?
   s=$(stat -c %s $O $E)
   { printf 'RESULT %d %d %d\n' $rc $s; cat $O $E; } >&3
