@@ -9,6 +9,7 @@ import { ConfigError, formatDiagnostic } from "../../shared/config/diagnostics.t
 import type { Model } from "../../shared/schemas/config.ts";
 import { CommandRequest } from "../../shared/schemas/events.ts";
 import { parseCommon } from "../cli/options.ts";
+import { natsAuthFromEnv, natsConnectOptions } from "../../shared/secrets.ts";
 import { entriesFor } from "./overrides.ts";
 import { issueCommand, heardNodes, failoverTarget, type Request, type IssueResult } from "./client.ts";
 
@@ -63,9 +64,11 @@ export function buildRequest(action: (typeof COMMANDS)[number], pos: string[], v
   }
 }
 
-export function renderResult(r: IssueResult): string {
+/** The outcome per node (`all`: also the nodes whose answers were already printed as they came). */
+export function renderResult(r: IssueResult, all = true): string {
   const lines: string[] = [];
   for (const n of r.nodes) {
+    if (!all && r.outcomes[n] && !r.missing.includes(n)) continue;
     const o = r.outcomes[n] ?? {};
     const last = o.refused ?? o.failed ?? o.done ?? o.applied;
     lines.push(`  ${n}: ${last ? `${last.status.toUpperCase()} ${last.detail}` : "NO ANSWER (controller not running, or not on the bus)"}`);
@@ -92,7 +95,7 @@ export async function operatorCommand(action: (typeof COMMANDS)[number], args: s
   try { partial = buildRequest(action, positionals, values); }
   catch (e) { process.stderr.write(`lvsflow ${action}: ${(e as Error).message}\n${USAGE}`); return 2; }
   let nc;
-  try { nc = await connect({ servers: opts.nats, name: `lvsflow-${action}`, timeout: 3000, ...(opts.natsUser ? { user: opts.natsUser, pass: opts.natsPass } : {}) }); }
+  try { nc = await connect({ servers: opts.nats, name: `lvsflow-${action}`, timeout: 3000, ...natsConnectOptions(natsAuthFromEnv()) }); }
   catch (e) { process.stderr.write(`lvsflow ${action}: cannot reach NATS at ${opts.nats.join(",")}: ${(e as Error).message}\n`); return 1; }
   try {
     // `failover <group>` with no target: the best live node that does not hold the group now.
@@ -117,7 +120,7 @@ export async function operatorCommand(action: (typeof COMMANDS)[number], args: s
       onAck: (a) => say(`  ${a.node}: ${a.status} — ${a.detail}\n`),
       onConnections: (c) => say(`  connections: ${Object.entries(c).map(([n, k]) => `${n} ${k}`).join(", ")}\n`),
     });
-    process.stdout.write(json ? JSON.stringify(r) + "\n" : renderResult(r));
+    process.stdout.write(json ? JSON.stringify(r) + "\n" : renderResult(r, false));
     return r.ok ? 0 : 1;
   } finally {
     await nc.close();

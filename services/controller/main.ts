@@ -48,7 +48,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   const createPool = (vs: (typeof model.virtualServices)[number]) => {
     const a = createActor(poolMachine, { input: { vs, policy: model.global.vantagePolicy, now: now() } });
     a.on("decision", (d) => {
-      const ev = makeEvent("decision.pool", { node, generation: nextGen(), pool: d.pool, changes: d.changes, fallbackActive: d.fallbackActive },
+      const ev = makeEvent("decision.pool", { node, generation: nextGen(), pool: d.pool, changes: d.changes, fallbackActive: d.fallbackActive, ...(d.operator ? { operator: d.operator } : {}) },
         { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
       decisionsTotal.inc({ kind: "pool" });
       log.info({ vs: vs.id, reals: d.pool.reals.map((r) => `${r.address}:${r.port}/${r.weight}`), fallback: d.fallbackActive, changes: d.changes, eventId: ev.id }, "pool decision");
