@@ -51,7 +51,12 @@ const PUBLISH: [string, string[]][] = [
   ["lvsflow.s.inputs.lb2", ["controller-lb2", "node-lb2"]],
   ["lvsflow.other.decision.lb1.pool.x", []],
   ["lvsflow.s.decision.lb1", []],
-  ["$JS.API.STREAM.INFO.X", ["recorder-recorder"]],
+  ["$JS.API.STREAM.INFO.LVSFLOW_RECORD_s", ["recorder-recorder"]],
+  ["$JS.API.STREAM.INFO.OTHER", []],
+  ["$JS.API.STREAM.DELETE.LVSFLOW_RECORD_s", []],
+  ["lvsflow.s.config.push", ["operator-operator"]],
+  ["lvsflow.s.config.applied.lb1", ["controller-lb1", "executor-lb1", "node-lb1", "prober-lb1"]],
+  ["lvsflow.s.config.rejected.recorder", ["recorder-recorder"]],
 ];
 // …and who may read what.
 const SUBSCRIBE: [string, string[]][] = [
@@ -62,6 +67,7 @@ const SUBSCRIBE: [string, string[]][] = [
   ["lvsflow.s.heartbeat.lb2", ["controller-lb1", "controller-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder", "witness-w1"]],
   ["lvsflow.s.command.request.drain", ["controller-lb1", "controller-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder"]],
   ["lvsflow.s.rejected.prober.lb1", ["operator-operator", "recorder-recorder"]],
+  ["lvsflow.s.config.push", IDS.map(identityId)],
   ["_INBOX.abc.def", ["operator-operator", "recorder-recorder"]],
   ["lvsflow.other.heartbeat.lb1", []],
 ];
@@ -74,8 +80,8 @@ test("permission matrix: who may read each subject", () => {
   for (const [subject, expected] of SUBSCRIBE) assert.deepEqual(who("subscribe", subject), expected.sort(), subject);
 });
 
-test("a prober reads nothing; an executor reads only its own node's decisions and leases", () => {
-  assert.deepEqual(permissionsFor(SITE, ID("prober-lb1")).subscribe, []);
+test("a prober reads only pushed configurations; an executor reads only its own node's decisions and leases", () => {
+  assert.deepEqual(permissionsFor(SITE, ID("prober-lb1")).subscribe, ["lvsflow.s.config.push"]);
   const ex = permissionsFor(SITE, ID("executor-lb1"));
   assert.equal(permits(ex, "subscribe", "lvsflow.s.decision.lb2.pool.x"), false);
   assert.equal(permits(ex, "subscribe", "lvsflow.s.decision.*.pool.x"), false, "a wildcard across nodes is not inside decision.lb1.>");
@@ -98,13 +104,13 @@ test("names that could escape a subject or a file are refused", () => {
   assert.throws(() => permissionsFor("s.>", ID("executor-lb1")), /invalid site/);
 });
 
-test("nats-server.conf: one nkey user per identity with exactly its permissions, deny where it has none", () => {
+test("nats-server.conf: one nkey user per identity with exactly its permissions", () => {
   const users = IDS.map((identity) => ({ identity, publicKey: nkeys.createUser().getPublicKey() }));
   const conf = renderNatsServerConf({ site: SITE, users, listen: "127.0.0.1:4222" });
   assert.equal((conf.match(/\{ nkey: "U[A-Z2-7]{55}"/g) ?? []).length, IDS.length);
   const prober = conf.slice(conf.indexOf("# prober-lb1"), conf.indexOf("# controller-lb1"));
-  assert.match(prober, /publish: \{ allow: \["lvsflow\.s\.health\.lb1\.>", "lvsflow\.s\.rejected\.prober\.lb1"\] \}/);
-  assert.match(prober, /subscribe: \{ deny: \[">"\] \}/);
+  assert.match(prober, /publish: \{ allow: \["lvsflow\.s\.health\.lb1\.>", "lvsflow\.s\.rejected\.prober\.lb1", "lvsflow\.s\.config\.applied\.lb1", "lvsflow\.s\.config\.rejected\.lb1"\] \}/);
+  assert.match(prober, /subscribe: \{ allow: \["lvsflow\.s\.config\.push"\] \}/);
   assert.doesNotMatch(conf, /password|SU[A-Z2-7]{50}/i, "no seed or password in the server configuration");
   assert.throws(() => renderNatsServerConf({ site: SITE, users: [{ identity: ID("executor-lb1"), publicKey: "SUAAAA" }] }), /not a user public nkey/);
   assert.match(renderNatsServerConf({ site: SITE, users, tls: { certFile: "/c", keyFile: "/k", caFile: "/ca", verify: true } }), /tls \{\n  cert_file: "\/c"[^}]*verify: true/);
@@ -116,7 +122,8 @@ test("Redis ACL file: default user off, hashed passwords, recorder appends, cli 
   assert.equal(lines[0], "user default off resetkeys -@all");
   assert.ok(lines.every((l) => l.startsWith("user ")), "an ACL file has no comments");
   assert.ok(!acl.includes("p".repeat(20)) && acl.includes(`#${passwordHash("p".repeat(20))}`));
-  assert.match(lines[1]!, /^user recorder on #[0-9a-f]{64} resetkeys ~lvsflow:s:\* resetchannels -@all .*\+eval .*\+xadd$/);
+  assert.match(lines[1]!, /^user recorder on #[0-9a-f]{64} resetkeys ~lvsflow:s:\* resetchannels -@all .*\+eval .*\+xadd /);
+  assert.doesNotMatch(lines[1]!, /\+del|\+@write|\+@all|flush/);
   assert.match(lines[2]!, /^user cli on #[0-9a-f]{64} resetkeys %R~lvsflow:s:\* .*\+@read -@dangerous/);
   assert.throws(() => renderAclFile("s", [{ name: "cli", role: "cli", password: "short" }]), /too short/);
 });

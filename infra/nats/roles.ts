@@ -30,8 +30,23 @@ export function parseIdentityId(id: string): Identity | null {
   return { role: m[1] as Role, name: m[2]! };
 }
 
+/** The recorder's durable buffer stream (services/recorder/buffer.ts names it the same way). */
+export const recorderStream = (site: string) => `LVSFLOW_RECORD_${site.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+
 /** What each role does on the bus, as the README's subject table says. */
 export function permissionsFor(site: string, id: Identity): SubjectPermissions {
+  const p = rolePermissions(site, id);
+  if (id.role === "operator") return p;
+  // Every service takes configurations pushed by operators and says whether it applied them.
+  const s = `lvsflow.${site}`, n = token(id.name);
+  return {
+    publish: [...new Set([...p.publish, `${s}.config.applied.${n}`, `${s}.config.rejected.${n}`])],
+    subscribe: [...new Set([...p.subscribe, `${s}.config.push`])],
+    allowResponses: p.allowResponses,
+  };
+}
+
+function rolePermissions(site: string, id: Identity): SubjectPermissions {
   if (!IDENTITY_NAME.test(site)) throw new Error(`invalid site name ${JSON.stringify(site)}`);
   if (!IDENTITY_NAME.test(id.name)) throw new Error(`invalid ${id.role} name ${JSON.stringify(id.name)}`);
   const s = `lvsflow.${site}`;
@@ -61,25 +76,30 @@ export function permissionsFor(site: string, id: Identity): SubjectPermissions {
       };
     case "node": {
       // `lvsflow run node`: prober, controller and executor of one node in one process.
-      const parts = (["prober", "controller", "executor"] as const).map((role) => permissionsFor(site, { role, name: id.name }));
+      const parts = (["prober", "controller", "executor"] as const).map((role) => rolePermissions(site, { role, name: id.name }));
       return {
         publish: [...new Set(parts.flatMap((p) => p.publish))],
         subscribe: [...new Set(parts.flatMap((p) => p.subscribe))],
         allowResponses: true,
       };
     }
-    case "recorder":
-      // Reads everything of the site; its durable buffer is a JetStream stream (API requests,
-      // acks, deliveries to its inboxes).
+    case "recorder": {
+      // Reads everything of the site. Its durable buffer is one JetStream stream: it may create,
+      // update and read that stream through ephemeral consumers (deliveries to its inboxes), and
+      // touch no other stream.
+      const st = recorderStream(site);
       return {
-        publish: [`${s}.rejected.recorder.${n}`, "$JS.API.>", "$JS.ACK.>"],
+        publish: [`${s}.rejected.recorder.${n}`, "$JS.API.INFO", `$JS.API.STREAM.INFO.${st}`, `$JS.API.STREAM.CREATE.${st}`, `$JS.API.STREAM.UPDATE.${st}`,
+          `$JS.API.CONSUMER.CREATE.${st}`, `$JS.API.CONSUMER.CREATE.${st}.>`, `$JS.API.CONSUMER.INFO.${st}.*`, `$JS.API.CONSUMER.DELETE.${st}.*`,
+          `$JS.API.CONSUMER.MSG.NEXT.${st}.*`, `$JS.ACK.${st}.>`],
         subscribe: [`${s}.>`, "_INBOX.>"],
         allowResponses: false,
       };
+    }
     case "operator":
       // `lvsflow status`, commands, the dashboard: reads everything of the site, publishes command
       // requests and status queries only, and receives replies on its own inboxes.
-      return { publish: [`${s}.command.request.*`, `${s}.query.view`], subscribe: [`${s}.>`, "_INBOX.>"], allowResponses: false };
+      return { publish: [`${s}.command.request.*`, `${s}.query.view`, `${s}.config.push`], subscribe: [`${s}.>`, "_INBOX.>"], allowResponses: false };
     case "witness":
       // A quorum voter that is not an LB node: hears heartbeats and views, publishes its own view.
       return { publish: [`${s}.view.${n}`, `${s}.rejected.witness.${n}`], subscribe: [`${s}.heartbeat.*`, `${s}.view.*`], allowResponses: false };

@@ -16,9 +16,10 @@ export function aclRules(site: string, role: RedisRole): string {
   if (!/^[a-z0-9][a-z0-9_-]{0,62}$/.test(site)) throw new Error(`invalid site name ${JSON.stringify(site)}`);
   const keys = `lvsflow:${site}:*`;
   switch (role) {
-    // Exactly what the recorder's idempotent append does: EVAL of SET NX + XADD. Commands inside
-    // a script are checked against the same rules, so the script cannot DEL or FLUSH either.
-    case "recorder": return `resetkeys ~${keys} resetchannels -@all ${CONNECTION} +eval +evalsha +set +xadd`;
+    // What the recorder does: its idempotent append (EVAL of GET/SET NX/XREVRANGE/XADD), its
+    // cursor (GET/SET), retention (XTRIM, XLEN, MEMORY USAGE). Commands inside a script are
+    // checked against the same rules, so no script can DEL, FLUSH or touch another site's keys.
+    case "recorder": return `resetkeys ~${keys} resetchannels -@all ${CONNECTION} +eval +evalsha +get +set +xadd +xrevrange +xlen +xtrim +memory|usage`;
     // Read-only on the site's keys (%R~): audit, status.
     case "cli": return `resetkeys %R~${keys} resetchannels -@all +@read -@dangerous -scan -randomkey ${CONNECTION}`;
   }
