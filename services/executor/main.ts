@@ -14,6 +14,7 @@ import { readAddresses, ensureAddresses, sendGarp, garpSchedule } from "./addres
 import { loadState, saveState } from "./state.ts";
 import { checkPoolDecision, checkOwnerDecision } from "./guard.ts";
 import { startConnectionReports } from "../commands/connections.ts";
+import { drainMs, expired, nextDrains, withDrains, type Drain } from "./drain.ts";
 
 const applyLatency = new client.Histogram({ name: "lvsflow_executor_apply_seconds", help: "Kernel apply duration", labelNames: ["kind"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
 const refused = new client.Counter({ name: "lvsflow_executor_decisions_refused_total", help: "Decisions refused (stale term, wrong node, outside configuration)", labelNames: ["reason"], registers: [registry] });
@@ -27,12 +28,13 @@ interface GroupEntry {
 }
 
 export async function startExecutor(ctx: ServiceContext): Promise<RunningService> {
-  const { site, node, model, bus, log } = ctx;
+  const { site, node, bus, log } = ctx;
+  let model = ctx.model; // replaced by updateModel (live reload)
   const source = { service: "executor" as const, node };
   const statePath = join(ctx.stateDir, `executor-${node}.json`);
   const state = loadState(statePath);
   const driver = await chooseDriver(model.global.driver, { model, log });
-  const priority = model.nodes.find((n) => n.name === node)?.priority ?? 0;
+  let priority = model.nodes.find((n) => n.name === node)?.priority ?? 0;
   const startedAt = new Date().toISOString();
   const pools = new Map<string, PoolEntry>();
   const groups = new Map<string, GroupEntry>();
@@ -41,7 +43,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   let applyFault: string | null = null;
   let seq = 0;
   let stopping = false;
-  const quorum = new Set([...model.nodes.map((n) => n.name), ...(model.global.witnesses ?? [])]).size >= 3;
+  let quorum = new Set([...model.nodes.map((n) => n.name), ...(model.global.witnesses ?? [])]).size >= 3;
 
   // What does the kernel hold right now? Addresses of a group all present = held (fail static).
   const present = await readAddresses().catch(() => []);
@@ -61,23 +63,28 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   let applying = false;
   let dirty = false;
   let lastCause: PoolEntry | null = null;
+  // Reals a configuration change removed, kept at weight 0 while they drain (drain.ts).
+  const drains = new Map<string, Map<string, Drain>>();
+  let appliedOnce = false;
   const applyPools = async () => {
     if (applying) { dirty = true; return; }
-    // Never apply a partial desired state: that would delete the services we have not heard of yet.
-    if (!model.virtualServices.every((v) => pools.has(v.id))) return;
+    // Never apply a partial desired state at start: that would delete the services we have not
+    // heard of yet. A virtual service a reload added is simply not in the kernel until decided.
+    if (!appliedOnce && !model.virtualServices.every((v) => pools.has(v.id))) return;
     applying = true;
     try {
       do {
         dirty = false;
         const cause = lastCause;
-        const desired = [...pools.values()].map((p) => p.spec);
+        const now = Date.now();
+        const desired = [...pools.values()].map((p) => withDrains(p.spec, drains.get(p.spec.vs), now));
         const t0 = performance.now();
         await driver.ensureSysctls({ routeLocalnet: desired.some((p) => p.fallback?.address.startsWith("127.")) });
         const r = await driver.apply(desired);
         applyLatency.observe({ kind: "pool" }, (performance.now() - t0) / 1000);
         applyFault = r.ok ? null : `kernel apply failing: ${r.error}`;
         const gen = Math.max(...[...pools.values()].map((p) => p.generation));
-        if (r.ok) { state.appliedGeneration = gen; saveState(statePath, state); }
+        if (r.ok) { state.appliedGeneration = gen; saveState(statePath, state); appliedOnce = true; }
         if (r.ops.length || !r.ok) {
           log[r.ok ? "info" : "error"]({ ops: r.ops.length, error: r.error, readback: r.readback, ms: Math.round(r.durationMs) }, r.ok ? "applied virtual services" : "apply failed");
           report("pool", r, gen, cause);
@@ -110,6 +117,8 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     const cur = pools.get(d.pool.vs);
     if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
     const entry = { generation: d.generation, spec: d.pool, eventId: ev.id, correlationId: ev.correlationId };
+    const vsConf = model.virtualServices.find((v) => v.id === d.pool.vs);
+    drains.set(d.pool.vs, nextDrains(cur?.spec, d.pool, drains.get(d.pool.vs) ?? new Map(), drainMs(vsConf?.quiescent ?? false, d.pool), Date.now()));
     pools.set(d.pool.vs, entry);
     // A re-sent decision (same generation) still triggers a reconcile: it repairs drift.
     if (!cur || cur.generation !== d.generation) lastCause = entry;
@@ -203,7 +212,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   }, 10);
   // Another node holding a group under a newer term (or the same term with a better priority):
   // let go at once, without waiting for our controller (it may be slow, stopped or cut off).
-  const prio = new Map(model.nodes.map((n) => [n.name, n.priority]));
+  let prio = new Map(model.nodes.map((n) => [n.name, n.priority]));
   const onPeerHeartbeat = (ev: EventOf<"node.heartbeat">) => {
     const h = ev.data;
     if (h.node === node) return;
@@ -216,7 +225,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   };
 
   // ---- faults and heartbeats
-  const ifaces = [...new Set(model.groups.flatMap((g) => g.addresses.map((a) => a.interface)))];
+  let ifaces = [...new Set(model.groups.flatMap((g) => g.addresses.map((a) => a.interface)))];
   const faults = (): string[] => {
     const f: string[] = [];
     for (const i of ifaces) {
@@ -264,8 +273,62 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     beat();
   };
 
+  // A drain that ran out: apply again without it.
+  const drainTimer = setInterval(() => {
+    const now = Date.now();
+    if ([...drains.values()].some((d) => expired(d, now))) {
+      for (const [vs, d] of drains) drains.set(vs, new Map([...d].filter(([, x]) => x.until > now)));
+      void applyPools();
+    }
+  }, 1000);
+
+  /**
+   * Live reload: the guard checks decisions against the new model from now on; pools of removed
+   * virtual services are dropped, so the reconcile removes them from the kernel (unchanged ones
+   * are not touched); addresses that left a group, and whole removed groups, are released.
+   */
+  const updateModel = async (next: typeof model, version: string) => {
+    const prev = model;
+    model = next;
+    ctx.model = next;
+    ctx.configVersion = version;
+    priority = next.nodes.find((n) => n.name === node)?.priority ?? 0;
+    prio = new Map(next.nodes.map((n) => [n.name, n.priority]));
+    ifaces = [...new Set(next.groups.flatMap((g) => g.addresses.map((a) => a.interface)))];
+    quorum = new Set([...next.nodes.map((n) => n.name), ...(next.global.witnesses ?? [])]).size >= 3;
+    if (prev.global.driver !== next.global.driver) log.warn({ from: prev.global.driver, to: next.global.driver }, "a driver change takes effect at the next executor start");
+    if (prev.timers.heartbeatMs !== next.timers.heartbeatMs) log.warn("a heartbeat period change takes effect at the next executor start");
+    const keep = new Set(next.virtualServices.map((v) => v.id));
+    const removed = [...pools.keys()].filter((id) => !keep.has(id));
+    for (const id of removed) { pools.delete(id); drains.delete(id); }
+    if (removed.length) { log.info({ removed }, "virtual services removed from the configuration: removing them from the kernel"); void applyPools(); }
+    const sameAddr = (a: FloatingAddress, b: FloatingAddress) => a.address === b.address && a.prefix === b.prefix && a.interface === b.interface;
+    for (const pg of prev.groups) {
+      const ng = next.groups.find((g) => g.name === pg.name);
+      const cur = groups.get(pg.name);
+      const gone = ng ? pg.addresses.filter((a) => !ng.addresses.some((b) => sameAddr(a, b))) : pg.addresses;
+      if (!gone.length && ng && cur && cur.garp.join() === ng.garpScheduleMs.join()) continue;
+      if (!ng) {
+        // The group is no longer managed: release what this node holds of it, then forget it.
+        log.info({ group: pg.name }, "floating group removed from the configuration: releasing its addresses");
+        if (cur) { groups.set(pg.name, { ...cur, role: "backup", leaseUntil: null }); await applyGroup(cur, pg.name, "decision"); }
+        else if (held.get(pg.name)) await ensureAddresses(pg.addresses, false).catch((e: Error) => log.error({ group: pg.name, err: e.message }, "release failed"));
+        groups.delete(pg.name);
+        held.delete(pg.name);
+        heldGauge.set({ group: pg.name }, 0);
+        continue;
+      }
+      if (gone.length) await ensureAddresses(gone, false).then((ops) => ops.length && log.info({ group: pg.name, ops }, "released addresses that left the group"), (e: Error) => log.error({ group: pg.name, err: e.message }, "release failed"));
+      if (cur) {
+        groups.set(pg.name, { ...cur, addresses: ng.addresses, garp: ng.garpScheduleMs });
+        await applyGroup(cur, pg.name, "decision");
+      }
+    }
+  };
+
   return {
-    async stop() { clearInterval(repair); clearInterval(leaseTimer); await handOver().catch((e: Error) => log.error({ err: e.message }, "handover failed")); clearInterval(hb); conns.stop(); for (const c of cancelGarp.values()) c(); },
+    updateModel,
+    async stop() { clearInterval(drainTimer); clearInterval(repair); clearInterval(leaseTimer); await handOver().catch((e: Error) => log.error({ err: e.message }, "handover failed")); clearInterval(hb); conns.stop(); for (const c of cancelGarp.values()) c(); },
     health() {
       const f = faults();
       return { ok: f.length === 0, faults: f, bus: bus.connected, appliedGeneration: state.appliedGeneration, held: Object.fromEntries(held), services: pools.size };
