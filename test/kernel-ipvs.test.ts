@@ -18,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { loadConfigSources } from "../shared/config/load.ts";
-import { realId, type Model, type VirtualService } from "../shared/schemas/config.ts";
+import { FloatingGroup, IpvsSettings, realId, type Model, type VirtualService } from "../shared/schemas/config.ts";
 import type { PoolSpec } from "../shared/schemas/events.ts";
 import { desiredPool } from "../services/controller/pool-logic.ts";
 import { runCmd } from "../services/executor/run.ts";
@@ -340,7 +340,8 @@ test("sync daemon follows ownership (master on the owner, backup elsewhere), and
   await guest(["ip", "netns", "exec", "peer", "ip", "addr", "add", "192.0.2.202/24", "dev", "sy1"]);
   await guest(["ip", "netns", "exec", "peer", "ip", "link", "set", "sy1", "up"]);
   await guest(["ip", "netns", "exec", "peer", "ip", "link", "set", "lo", "up"]);
-  const withSync = (iface: string): Model => ({ ...model, groups: [{ name: "web", addresses: [{ address: VIP, prefix: 32, interface: "vip0" }], preempt: true, preemptDelayMs: 0, garpScheduleMs: [] }] as Model["groups"], global: { ...model.global, ipvs: { expireNodestConn: true, expireQuiescentTemplate: true, conntrack: null, ipForward: true, syncDaemon: { interface: iface, syncId: 7, group: null, mcastGroup: null, port: null, ttl: null, maxlen: null } } } });
+  // Defaults filled in by the schemas themselves, so new optional fields do not break this test.
+  const withSync = (iface: string): Model => ({ ...model, groups: [FloatingGroup.parse({ name: "web", addresses: [{ address: VIP, prefix: 32, interface: "vip0" }] })], global: { ...model.global, ipvs: IpvsSettings.parse({ syncDaemon: { interface: iface, syncId: 7 } }) } });
   const lb1 = ipvsDriverFor(withSync("sy0"), { log, host: vmHost() });
   const lb2 = ipvsDriverFor(withSync("sy1"), { log, host: vmHost("peer") });
   assert.ok((await lb2.apply(allUp())).ok, "the backup node holds the same virtual services");
