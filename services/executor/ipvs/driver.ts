@@ -186,16 +186,23 @@ export class IpvsDriver {
     return this.host.run(op.argv, { input: op.input, timeoutMs: 30_000 }).catch((e: Error) => ({ code: 125, stdout: "", stderr: e.message }));
   }
 
-  /** Enforces the IPVS sysctls (sysctl.ts); returns the writes done. routeLocalnet is nftables' concern. */
+  /**
+   * Enforces the IPVS sysctls (sysctl.ts); returns the writes done. A sysctl that cannot be read or
+   * written is logged and skipped: the virtual services still get applied. routeLocalnet is
+   * nftables' concern (IPVS delivers a 127.0.0.1 fallback locally).
+   */
   async ensureSysctls(_opts: { routeLocalnet: boolean } = { routeLocalnet: false }): Promise<string[]> {
-    await this.check();
     const done: string[] = [];
     for (const [path, value] of sysctlTargets(this.opts.sysctls)) {
-      const cur = (await this.host.readFile(path))?.trim();
-      if (cur === undefined) throw new Error(`${sysctlName(path)} does not exist on ${this.host.label}`);
-      if (cur === value) continue;
-      await this.host.writeFile(path, value);
-      done.push(`sysctl ${sysctlName(path)}=${value}`);
+      try {
+        const cur = (await this.host.readFile(path))?.trim();
+        if (cur === undefined) throw new Error(`${sysctlName(path)} does not exist on ${this.host.label} (ip_vs not loaded?)`);
+        if (cur === value) continue;
+        await this.host.writeFile(path, value);
+        done.push(`sysctl ${sysctlName(path)}=${value}`);
+      } catch (e) {
+        this.log?.error({ sysctl: sysctlName(path), want: value, err: (e as Error).message }, "IPVS sysctl not set");
+      }
     }
     if (done.length) this.log?.info({ writes: done }, "IPVS sysctls set");
     return done;
