@@ -42,6 +42,8 @@ export interface Commands {
   heartbeat(ev: EventOf<"node.heartbeat">): void;
   /** A fault to add to `node`'s heartbeat for `group` while an operator failover pins it elsewhere. */
   operatorFault(group: string, node: string, now: number): { fault: string; cause: string } | null;
+  /** After a live reload: recompute every pool's overrides (added virtual services get theirs). */
+  reload(): void;
   stop(): void;
   health(): { overrides: number; pins: Record<string, string> };
 }
@@ -61,7 +63,9 @@ interface Pending {
 }
 
 export function attachCommands(ctx: ServiceContext, m: CommandMachines): Commands {
-  const { site, node, model, bus, log } = ctx;
+  const { site, node, bus, log } = ctx;
+  // Live reload replaces ctx.model: always read the configuration in force.
+  const M = () => ctx.model;
   const source = { service: "controller" as const, node };
   const path = overridesPath(ctx.stateDir, node);
   const loaded = loadOverrides(path);
@@ -113,7 +117,7 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
   /** Sends each pool machine whose overrides changed its new overrides; `cause` names the command behind it. */
   const reapply = (now: number, cause: (vs: string, ov: Record<string, OperatorOverride>) => string | null) => {
     const lookup = drainLookup(now);
-    for (const vs of model.virtualServices) {
+    for (const vs of M().virtualServices) {
       const ov = overridesFor(vs, map, lookup);
       const json = JSON.stringify(ov);
       if (lastOv.get(vs.id) === json) continue;
@@ -131,7 +135,7 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
   };
   /** The command behind a virtual service's overrides: the newest entry among its reals. */
   const newestCause = (vsId: string): string | null => {
-    const vs = model.virtualServices.find((v) => v.id === vsId);
+    const vs = M().virtualServices.find((v) => v.id === vsId);
     let best: OverrideEntry | null = null;
     for (const r of vs?.reals ?? []) {
       const id = realId(r);
@@ -152,11 +156,11 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
     if (processed.size > 10_000) processed.delete(processed.values().next().value!);
     const d = ev.data;
     const now = Date.now();
-    const entries = entriesFor(model, { id: ev.id, at: Date.parse(ev.time), data: d });
+    const entries = entriesFor(M(), { id: ev.id, at: Date.parse(ev.time), data: d });
     if (typeof entries === "string") { ack(ev.id, "refused", entries, null, d.action); return; }
     if (d.action === "failover" && d.to !== null && d.to !== node) {
       const b = beats.get(d.to);
-      if (!b || now - b.at > model.timers.deadMs) { ack(ev.id, "refused", `${d.to} is not alive (no heartbeat for ${b ? now - b.at : "ever"} ms): the group stays where it is`, null, d.action); return; }
+      if (!b || now - b.at > M().timers.deadMs) { ack(ev.id, "refused", `${d.to} is not alive (no heartbeat for ${b ? now - b.at : "ever"} ms): the group stays where it is`, null, d.action); return; }
     }
     log.info({ commandId: ev.id, action: d.action, by: d.issuedBy, entries: entries.map((e) => `${e.key}=${e.value}`) }, "operator command");
     const changed = mergeEntries(map, entries);
@@ -212,7 +216,7 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
       if (p.generation !== undefined) ok = !!own && own.appliedGeneration >= p.generation;
       else if (p.group && own) {
         const want = p.hold === "role" ? lastOwner.get(p.group)?.role === "owner" : p.hold;
-        ok = own.owned.has(p.group) === want && now - p.started >= 2 * model.timers.heartbeatMs;
+        ok = own.owned.has(p.group) === want && now - p.started >= 2 * M().timers.heartbeatMs;
       }
       if (ok) {
         const ms = now - p.started;
@@ -246,7 +250,7 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
   // ---- status queries: this controller's view
   const view = (): DataOf<"controller.view"> => {
     const now = Date.now();
-    const pools = model.virtualServices.map((vs) => {
+    const pools = M().virtualServices.map((vs) => {
       const snap = m.pools.get(vs.id)?.getSnapshot();
       const c = snap?.context;
       const dec = lastPool.get(vs.id);
@@ -267,7 +271,7 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
         }),
       };
     });
-    const groups = model.groups.map((g) => {
+    const groups = M().groups.map((g) => {
       const d = lastOwner.get(g.name);
       return { group: g.name, state: d ? d.role : "backup", role: d?.role ?? ("backup" as const), term: d?.term ?? 0, pinned: pinFor(g.name, map)?.node ?? null };
     });
@@ -331,14 +335,15 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
       if (!pin || n === pin.node) return null;
       // Only while the chosen node can take the group: if it dies, priorities decide again.
       const b = beats.get(pin.node);
-      if (!b || now - b.at > model.timers.deadMs || b.faults.length) return null;
+      if (!b || now - b.at > M().timers.deadMs || b.faults.length) return null;
       return { fault: pin.why, cause: pin.commandId };
     },
+    reload() { lastOv.clear(); reapply(Date.now(), (vs) => newestCause(vs)); },
     stop() { clearInterval(timer); querySub.unsubscribe(); },
     health() {
       return {
         overrides: [...map.values()].filter((e) => e.value !== null).length,
-        pins: Object.fromEntries(model.groups.map((g) => [g.name, pinFor(g.name, map)?.node ?? ""]).filter(([, v]) => v)),
+        pins: Object.fromEntries(M().groups.map((g) => [g.name, pinFor(g.name, map)?.node ?? ""]).filter(([, v]) => v)),
       };
     },
   };

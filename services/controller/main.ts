@@ -251,6 +251,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
       }
     }
     if (!same(prev.timers, next.timers)) log.warn("timer changes (heartbeat period) take effect at the next controller start");
+    cmds?.reload(); // operator overrides (maintenance…) outlive the reload; added virtual services get theirs
   };
 
   return {

@@ -97,6 +97,7 @@ export function applyEvent(st: ClusterState, ev: Event, now: number): boolean {
     case "decision.owner": {
       const d = ev.data;
       const g = (st.groups[d.group] ??= { group: d.group, addresses: d.addresses.map((a) => `${a.address}/${a.prefix}@${a.interface}`), views: {}, pinned: null });
+      if (!g.addresses.length) g.addresses = d.addresses.map((a) => `${a.address}/${a.prefix}@${a.interface}`);
       const prev = g.views[d.node];
       g.views[d.node] = { role: d.role, term: d.term, why: d.why, pinned: prev?.pinned ?? g.pinned, at: Date.parse(ev.time) };
       return !prev || prev.role !== d.role || prev.term !== d.term;
