@@ -2,7 +2,13 @@
 import { createLogger } from "../../shared/logger.ts";
 import { Bus } from "../../shared/bus.ts";
 import { serveHealth } from "../../shared/metrics.ts";
-import { loadConfig } from "../../shared/config/load.ts";
+import { resolve as resolvePath } from "node:path";
+import type { Redis } from "ioredis";
+import { loadConfig, type LoadedConfig } from "../../shared/config/load.ts";
+import { Reloader } from "../../shared/config/reload.ts";
+import { loadStored, sitesWithVersions, VersionStore } from "../../shared/config/versions.ts";
+import { createRedis } from "../../shared/redis.ts";
+import { loadTimeSupport } from "./config.ts";
 import { ConfigError, formatDiagnostic } from "../../shared/config/diagnostics.ts";
 import type { ServiceContext, RunningService } from "../../shared/service.ts";
 import { startProber } from "../prober/main.ts";
@@ -33,12 +39,22 @@ export async function runCommand(args: string[]): Promise<number> {
     return values.help ? 0 : 2;
   }
   const log = createLogger(name, { node: opts.node });
-  if (!opts.config.length) { log.error("no configuration: give --config FILE or LVSFLOW_CONFIG"); return 2; }
-  let loaded;
+  // Absolute paths: stored versions resolve their includes the same way wherever they are loaded.
+  const files = opts.config.map((f) => resolvePath(f));
+  let loaded: LoadedConfig;
+  let redis: Redis | null = null;
   try {
-    loaded = loadConfig(opts.config);
+    if (files.length) loaded = loadConfig(files, { supports: loadTimeSupport });
+    else {
+      // No file: the newest configuration version stored in Redis (lvsflow config push).
+      redis = createRedis(opts.redis, log, `lvsflow-${name}-${opts.node}`);
+      const stored = await newestStored(redis, opts.site, log);
+      if (typeof stored === "string") { log.error({ redis: redactUrl(opts.redis) }, stored); redis.disconnect(); return 2; }
+      log.info({ version: stored.version }, "no --config: starting from the newest stored configuration version");
+      loaded = loadStored(stored, { supports: loadTimeSupport });
+    }
   } catch (e) {
-    if (e instanceof ConfigError) { for (const d of e.diagnostics) process.stderr.write(formatDiagnostic(d) + "\n"); return 1; }
+    if (e instanceof ConfigError) { for (const d of e.diagnostics) process.stderr.write(formatDiagnostic(d) + "\n"); redis?.disconnect(); return 1; }
     throw e;
   }
   registerModelSecrets(loaded.model); // probe passwords and RADIUS secrets: scrubbed from every log line and event
@@ -51,6 +67,14 @@ export async function runCommand(args: string[]): Promise<number> {
   const ctx: ServiceContext = { site, node: opts.node, model: loaded.model, configVersion: loaded.version, bus, log, redisUrl: opts.redis, httpPort: opts.httpPort, stateDir: opts.stateDir };
   const running: RunningService[] = [];
   for (const start of SERVICES[name]) running.push(await start(ctx));
+  // Live reload: SIGHUP, autoreload (a watched file) and `lvsflow config push`, one path.
+  redis ??= createRedis(opts.redis, log, `lvsflow-${name}-${opts.node}`);
+  const reloader = new Reloader({
+    site, node: opts.node, service: name, log, bus, store: new VersionStore(redis, site), current: loaded, files,
+    targets: [{ updateModel: (m) => registerModelSecrets(m) }, ...running], loadOptions: { supports: loadTimeSupport },
+  });
+  reloader.start();
+  if (files.length) reloader.remember("startup", `${opts.node}/${name}`);
   serveHealth(opts.httpPort, opts.httpHost, () => {
     const parts = running.map((r) => r.health());
     return { ok: parts.every((p) => p.ok), service: name, node: opts.node, parts };
@@ -60,7 +84,29 @@ export async function runCommand(args: string[]): Promise<number> {
     for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => resolve());
   });
   log.info("stopping (the kernel keeps its state)");
+  reloader.stop();
+  redis.disconnect();
   for (const r of running.reverse()) await r.stop();
   await bus.close();
   return 0;
+}
+
+/** The newest stored version of the site (--site, or the only site with versions), or why there is none. */
+async function newestStored(redis: Redis, site: string | null, log: import("pino").Logger) {
+  const until = Date.now() + 30_000;
+  while (redis.status !== "ready") {
+    if (Date.now() > until) return "no --config given and Redis is not reachable to read the newest configuration version";
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  if (!site) {
+    const sites = await sitesWithVersions(redis);
+    if (sites.length !== 1) return sites.length ? `no --config given and Redis holds versions of several sites (${sites.join(", ")}): give --site` : "no --config given and no configuration version is stored in Redis (lvsflow config push FILE)";
+    site = sites[0]!;
+  }
+  const store = new VersionStore(redis, site);
+  const newest = await store.newest();
+  const v = newest && (await store.get(newest.version));
+  if (!v) return `no --config given and no configuration version of site ${site} is stored in Redis (lvsflow config push FILE)`;
+  log.debug({ site, version: v.version }, "newest stored version");
+  return v;
 }

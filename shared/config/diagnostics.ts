@@ -38,6 +38,8 @@ export function sortDiagnostics(ds: readonly Diagnostic[]): Diagnostic[] {
 
 export class ConfigError extends Error {
   readonly diagnostics: Diagnostic[];
+  /** The version of the refused sources, when they could all be read. */
+  version: string | null = null;
   constructor(diagnostics: Diagnostic[]) {
     const errors = diagnostics.filter((d) => d.severity === "error");
     const first = errors[0] ?? diagnostics[0];

@@ -137,7 +137,7 @@ export function loadConfigSources(sources: { path: string; text: string }[], opt
     }
   }
   const sorted = sortDiagnostics(diagnostics);
-  if (hasErrors(sorted) || !parsed.success) throw new ConfigError(sorted);
+  if (hasErrors(sorted) || !parsed.success) throw Object.assign(new ConfigError(sorted), { version: versionOf(all) });
   const version = versionOf(all);
   return { model: parsed.data, version, warnings: sorted, sources: all };
 }
