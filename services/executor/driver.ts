@@ -31,7 +31,7 @@ export interface Driver {
 }
 
 /** The nftables driver as a Driver (its behaviour is unchanged). */
-export function nftablesDriver(opts: { log?: Logger; netns?: string } = {}): Driver {
+export function nftablesDriver(opts: { log?: Logger; netns?: string; render?: import("./nft/render.ts").RenderOptions } = {}): Driver {
   const nft = new NftablesDriver(opts);
   return { kind: "nftables", apply: (d) => nft.apply(d), ensureSysctls: (o) => nft.ensureSysctls(o) };
 }
@@ -63,7 +63,8 @@ export async function chooseDriver(kind: "nftables" | "ipvs" | "auto", opts: { m
   const pick: DriverKind = kind === "auto" ? (kernelHasIpvs(opts.procFile) ? "ipvs" : "nftables") : kind;
   if (kind === "auto") log.info({ driver: pick, why: pick === "ipvs" ? "the kernel has IPVS (/proc/net/ip_vs)" : "no IPVS in this kernel (/proc/net/ip_vs missing)" }, `driver auto: using ${pick}`);
   else log.info({ driver: pick }, `driver: ${pick} (configured)`);
-  if (pick === "nftables") return nftablesDriver({ log });
+  // Consistent selection: every node picks the same real for a flow, so connections survive failover.
+  if (pick === "nftables") return nftablesDriver({ log, render: { selection: "consistent", seed: opts.model.global.hashSeed ?? 0x5eed } });
   const d = ipvsDriverFor(opts.model, { log, host: opts.host ?? localHost() });
   const v = await d.check(); // throws IpvsUnavailableError with the reason
   log.info({ ...v }, "IPVS driver ready");

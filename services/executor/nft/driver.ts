@@ -7,7 +7,7 @@ import type { Logger } from "pino";
 import type { PoolSpec } from "../../../shared/schemas/events.ts";
 import { runCmd } from "../run.ts";
 import { FAMILY, TABLE, Transaction } from "./objects.ts";
-import { commentParts, needsRouteLocalnet, renderDesired } from "./render.ts";
+import { commentParts, needsRouteLocalnet, renderDesired, type RenderOptions } from "./render.ts";
 
 /** refs: chains it jumps to and "@sets" it uses, so a misfit object can be unhooked before it is replaced. */
 export interface KernelRule { handle: number; label: string; hash: string | null; refs: string[] }
@@ -68,8 +68,8 @@ export function summarize(st: KernelState): string {
 }
 
 /** PURE: the transaction that turns `current` into `desired` (empty when they already match). */
-export function planReconcile(desired: PoolSpec[], current: KernelState): Plan {
-  const want = renderDesired(desired);
+export function planReconcile(desired: PoolSpec[], current: KernelState, opts: RenderOptions = {}): Plan {
+  const want = renderDesired(desired, opts);
   const tx = new Transaction();
   const reasons: string[] = [];
   const cur: KernelState = { table: current.table, chains: { ...current.chains }, sets: { ...current.sets } };
@@ -135,10 +135,13 @@ function failingStatement(script: string, stderr: string): string | null {
 export class NftablesDriver {
   readonly netns?: string;
   private readonly log?: Logger;
+  /** The executor passes { selection: "consistent", seed }: every node picks the same real. */
+  readonly render: RenderOptions;
 
-  constructor(opts: { netns?: string; log?: Logger } = {}) {
+  constructor(opts: { netns?: string; log?: Logger; render?: RenderOptions } = {}) {
     this.netns = opts.netns;
     this.log = opts.log;
+    this.render = opts.render ?? {};
   }
 
   async read(): Promise<KernelState> {
@@ -151,7 +154,7 @@ export class NftablesDriver {
   }
 
   plan(desired: PoolSpec[], current: KernelState): Plan {
-    return planReconcile(desired, current);
+    return planReconcile(desired, current, this.render);
   }
 
   /** read → plan → one `nft -f -` → read back and verify. Never throws. */
@@ -165,7 +168,7 @@ export class NftablesDriver {
     let plan: Plan;
     let current: KernelState;
     try {
-      renderDesired(desired); // validation errors surface before the kernel is touched
+      renderDesired(desired, this.render); // validation errors surface before the kernel is touched
       current = await this.read();
       plan = this.plan(desired, current);
     } catch (e) {

@@ -11,7 +11,7 @@ export interface Chain {
   name: string;
   comment?: string;
   /** Base chains only. nft 1.0.6 rejects `priority dstnat` on the output hook, hence a free string. */
-  base?: { type: "nat"; hook: "prerouting" | "output"; priority: string };
+  base?: { type: "nat"; hook: "prerouting" | "output" | "postrouting"; priority: string };
 }
 export interface NftSet {
   kind: "set";
@@ -26,7 +26,8 @@ export type NftObject = Table | Chain | NftSet | Rule;
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 // Forbidden in rule text: newline and ';' (statement separators), '#' (starts a comment), '"' (quoting).
-const EXPR_RE = /^[^\n\r;#"\\\x00]{1,4000}$/;
+// Long enough for a Maglev vmap (1021 slots as ranges) in one rule.
+const EXPR_RE = /^[^\n\r;#"\\\x00]{1,100000}$/;
 const COMMENT_RE = /^[^\n\r"\\\x00-\x1f]*$/;
 
 export function checkName(name: string): string {

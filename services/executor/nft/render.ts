@@ -20,6 +20,19 @@ import { createHash } from "node:crypto";
 import { isIP } from "node:net";
 import type { PoolSpec } from "../../../shared/schemas/events.ts";
 import { checkComment, TABLE, type Chain, type NftSet, type Rule } from "./objects.ts";
+import { maglevTable, tableRanges, MAGLEV_SIZE } from "./maglev.ts";
+
+/**
+ * How a real is picked for a new flow. `per-node`: the IPVS scheduler's nearest nftables
+ * equivalent (numgen inc/random, unseeded jhash): fine for one balancer, but two nodes pick
+ * differently, so a flow that moves to the other node at failover lands on another real and is
+ * reset. `consistent` (what the executor uses): a seeded jhash of the flow (of the client network
+ * with persistence or sh/mh) into a weighted Maglev table: every node picks the same real, and
+ * a reply-first pickup rule (postrouting SNAT of a real's packet that opens a conntrack entry
+ * back to its VIP) keeps server-first flows too. The dynamic affinity sets stay: they keep
+ * ldirectord's persistence timeout across pool changes on the node that saw the client.
+ */
+export interface RenderOptions { selection?: "per-node" | "consistent"; seed?: number }
 
 export class NftValidationError extends Error {
   override name = "NftValidationError";
@@ -134,7 +147,17 @@ function chainWithHash(chain: Chain, body: { expr: string; label: string }[]): D
   return { chain, rules, hash };
 }
 
-function servicePieces(p: PoolSpec): { chains: DesiredChain[]; sets: NftSet[] } {
+/** What the consistent hash keys on: the client network (persistence, sh, mh) or the whole flow. */
+function hashKey(p: PoolSpec, prefix: number): string | null {
+  const byClient = !!p.persistence || p.scheduler === "sh" || p.scheduler === "mh";
+  if (!byClient) return p.protocol === "fwm" ? "ip saddr" : `ip saddr . ${p.protocol} sport`;
+  // nft 1.0.6 cannot hash `ip saddr & mask`; a byte-aligned prefix of the source address can be
+  // hashed as raw payload. A mask like /20 hashes the /16: clients of one /20 still share a real.
+  const bytes = Math.floor(prefix / 8);
+  return bytes === 4 ? "ip saddr" : bytes === 0 ? null : `@nh,96,${bytes * 8}`;
+}
+
+function servicePieces(p: PoolSpec, opts: RenderOptions = {}): { chains: DesiredChain[]; sets: NftSet[] } {
   const svc = svcChainName(p.vs);
   const reals = [...p.reals].sort((a, b) => realKey(a).localeCompare(realKey(b)));
   const prefix = p.persistence ? netmaskPrefix(p.persistence.netmask) : 32;
@@ -165,6 +188,16 @@ function servicePieces(p: PoolSpec): { chains: DesiredChain[]; sets: NftSet[] } 
   if (active.length && selector === "fo") {
     const best = active.reduce((a, b) => (b.weight > a.weight ? b : a));
     svcBody.push({ expr: `goto ${epChainName(p.vs, realKey(best))}`, label: "" });
+  } else if (active.length && opts.selection === "consistent") {
+    const table = maglevTable(active.map((r) => ({ key: realKey(r), weight: r.weight })));
+    const k = hashKey(p, prefix);
+    if (k === null) {
+      svcBody.push({ expr: `goto ${epChainName(p.vs, realKey(active[table[0]!]!))}`, label: "persistence /0: one real" });
+    } else {
+      const elems = tableRanges(table).map((x) => `${x.from === x.to ? x.from : `${x.from}-${x.to}`} : goto ${epChainName(p.vs, realKey(active[x.backend]!))}`);
+      const seed = `0x${((opts.seed ?? 0x5eed) >>> 0).toString(16)}`;
+      svcBody.push({ expr: `jhash ${k} mod ${MAGLEV_SIZE} seed ${seed} vmap { ${elems.join(", ")} }`, label: "maglev" });
+    }
   } else if (active.length) {
     // Weights become ranges of `mod SUM`; dividing by the gcd keeps the numbers small.
     const g = active.reduce((a, r) => gcd(a, r.weight), 0);
@@ -191,8 +224,30 @@ function dispatchExpr(p: PoolSpec): string {
   return p.protocol === "fwm" ? `meta mark ${p.fwmark} goto ${svc}` : `ip daddr ${p.address} ${p.protocol} dport ${p.port} goto ${svc}`;
 }
 
+/**
+ * Reply-first pickup (consistent selection only): a real's packet that opens a conntrack entry on
+ * this node belongs to a flow another node set up; SNAT it back to the VIP so the client's next
+ * packet matches the entry's reply tuple. Skipped for a real:port that serves several VIPs
+ * (ambiguous), for port 0 and fwmark services, and for loopback fallbacks.
+ */
+function pickupRules(pools: PoolSpec[]): { expr: string; label: string }[] {
+  const owners = new Map<string, PoolSpec[]>();
+  for (const p of pools) {
+    if (p.protocol === "fwm" || p.address === null || p.port === 0) continue;
+    for (const r of p.reals) {
+      if (r.port === 0 || isLoopback4(r.address)) continue;
+      const k = `${p.protocol} ${r.address} ${r.port}`;
+      owners.set(k, [...(owners.get(k) ?? []), p]);
+    }
+  }
+  return [...owners].filter(([, ps]) => ps.length === 1).sort(([a], [b]) => a.localeCompare(b)).map(([k, [p]]) => {
+    const [proto, addr, port] = k.split(" ");
+    return { expr: `ip saddr ${addr} ${proto} sport ${port} counter snat to ${p!.address}:${p!.port}`, label: `pickup ${p!.vs}` };
+  });
+}
+
 /** The complete desired content of table ip lvsflow. Throws NftValidationError on bad input. */
-export function renderDesired(pools: PoolSpec[]): Desired {
+export function renderDesired(pools: PoolSpec[], opts: RenderOptions = {}): Desired {
   const sorted = [...pools].sort((a, b) => svcChainName(a.vs).localeCompare(svcChainName(b.vs)));
   const names = new Map<string, string>();
   const keys = new Map<string, string>();
@@ -206,7 +261,7 @@ export function renderDesired(pools: PoolSpec[]): Desired {
     const k = p.protocol === "fwm" ? `fwm:${p.fwmark}` : `${p.protocol}:${p.address}:${p.port}`;
     if (keys.has(k)) throw new NftValidationError(`virtual services ${keys.get(k)} and ${p.vs} both claim ${k}`);
     keys.set(k, p.vs);
-    const s = servicePieces(p);
+    const s = servicePieces(p, opts);
     chains.push(...s.chains);
     sets.push(...s.sets);
   }
@@ -217,7 +272,9 @@ export function renderDesired(pools: PoolSpec[]): Desired {
   const reals = sorted.reduce((n, p) => n + p.reals.length, 0);
   return {
     // nft 1.0.6: `priority dstnat` is invalid on the output hook, -100 is its value.
-    chains: [base("prerouting", "dstnat"), base("output", "-100"), ...chains],
+    chains: [base("prerouting", "dstnat"), base("output", "-100"),
+      ...(opts.selection === "consistent" ? [chainWithHash({ kind: "chain", name: "postrouting", base: { type: "nat", hook: "postrouting", priority: "srcnat" } }, pickupRules(sorted))] : []),
+      ...chains],
     sets,
     summary: { services: sorted.length, reals, fallbacks },
   };
