@@ -112,6 +112,12 @@ export class IpvsDriver {
     });
   }
 
+  /** New configuration (live reload): fallbacks, scheduler flags, sysctls, sync daemon. */
+  reconfigure(o: Pick<IpvsDriverOptions, "fallbacks" | "extras" | "sysctls" | "syncDaemon">): void {
+    Object.assign(this.opts, o);
+    for (const k of fallbackKeys(o.fallbacks ?? [])) this.fallbacks.add(k);
+  }
+
   summarize(t: IpvsTable, pools: readonly PoolSpec[] = []): string {
     const fb = new Set([...this.fallbacks, ...fallbackKeys(pools)]);
     let reals = 0, quiescent = 0, fallbacks = 0;
@@ -145,7 +151,10 @@ export class IpvsDriver {
     } catch (e) {
       return done({ ok: false, error: e instanceof IpvsSpecError ? `invalid virtual service, nothing applied: ${e.message}` : (e as Error).message });
     }
-    const fallbacks = new Set([...this.fallbacks, ...fallbackKeys(pools)]);
+    // A fallback once seen stays known (also across a reload that changes the configured one): it
+    // is always deleted directly, never drained.
+    for (const k of fallbackKeys(pools)) this.fallbacks.add(k);
+    const fallbacks = this.fallbacks;
     const plan = planIpvs(desired, current, { fallbacks });
     const key = renderSave(desired) + JSON.stringify(desired.services.map((s) => s.dests.map((d) => [d.upper, d.lower])));
     if (plan.ops.length && this.lastGood === key) {
