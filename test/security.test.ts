@@ -64,7 +64,7 @@ const SUBSCRIBE: [string, string[]][] = [
   ["lvsflow.s.decision.lb2.owner.web", ["executor-lb2", "node-lb2", "operator-operator", "recorder-recorder"]],
   ["lvsflow.s.lease.lb1.web", ["executor-lb1", "node-lb1", "operator-operator", "recorder-recorder"]],
   ["lvsflow.s.health.lb2.summary", ["controller-lb1", "controller-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder"]],
-  ["lvsflow.s.heartbeat.lb2", ["controller-lb1", "controller-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder", "witness-w1"]],
+  ["lvsflow.s.heartbeat.lb2", ["controller-lb1", "controller-lb2", "executor-lb1", "executor-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder", "witness-w1"]],
   ["lvsflow.s.command.request.drain", ["controller-lb1", "controller-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder"]],
   ["lvsflow.s.rejected.prober.lb1", ["operator-operator", "recorder-recorder"]],
   ["lvsflow.s.config.push", IDS.map(identityId)],
@@ -116,15 +116,18 @@ test("nats-server.conf: one nkey user per identity with exactly its permissions"
   assert.match(renderNatsServerConf({ site: SITE, users, tls: { certFile: "/c", keyFile: "/k", caFile: "/ca", verify: true } }), /tls \{\n  cert_file: "\/c"[^}]*verify: true/);
 });
 
-test("Redis ACL file: default user off, hashed passwords, recorder appends, cli reads the site's keys only", () => {
-  const acl = renderAclFile("s", [{ name: "recorder", role: "recorder", password: "p".repeat(20) }, { name: "cli", role: "cli", password: "q".repeat(20) }]);
+test("Redis ACL file: default user off, hashed passwords, recorder appends, cli reads the site's keys, services keep config versions", () => {
+  const acl = renderAclFile("s", [{ name: "recorder", role: "recorder", password: "p".repeat(20) }, { name: "cli", role: "cli", password: "q".repeat(20) },
+    { name: "controller-lb1", role: "service", password: "r".repeat(20), snapshotNode: "lb1" }]);
   const lines = acl.trim().split("\n");
   assert.equal(lines[0], "user default off resetkeys -@all");
   assert.ok(lines.every((l) => l.startsWith("user ")), "an ACL file has no comments");
   assert.ok(!acl.includes("p".repeat(20)) && acl.includes(`#${passwordHash("p".repeat(20))}`));
   assert.match(lines[1]!, /^user recorder on #[0-9a-f]{64} resetkeys ~lvsflow:s:\* resetchannels -@all .*\+eval .*\+xadd /);
   assert.doesNotMatch(lines[1]!, /\+del|\+@write|\+@all|flush/);
-  assert.match(lines[2]!, /^user cli on #[0-9a-f]{64} resetkeys %R~lvsflow:s:\* .*\+@read -@dangerous/);
+  assert.match(lines[2]!, /^user cli on #[0-9a-f]{64} resetkeys %R~lvsflow:s:\* ~lvsflow:s:config:\* .*\+@read -@dangerous/);
+  assert.match(lines[3]!, /^user controller-lb1 on #[0-9a-f]{64} resetkeys ~lvsflow:s:config:\* ~lvsflow:s:snapshot:lb1:\* resetchannels -@all /);
+  assert.doesNotMatch(lines[3]!, /\+del|\+@write|\+xtrim|events/);
   assert.throws(() => renderAclFile("s", [{ name: "cli", role: "cli", password: "short" }]), /too short/);
 });
 
@@ -233,12 +236,14 @@ test("security init: private files, public keys only in the server config, env f
   assert.deepEqual(l.identities.map(identityId), ["prober-lb1", "controller-lb1", "executor-lb1", "node-lb1", "prober-lb2", "controller-lb2", "executor-lb2", "node-lb2", "prober-outside", "recorder-recorder", "operator-operator"]);
   const seeds = readdirSync(join(dir, "nats")).filter((f) => f.endsWith(".nk"));
   assert.equal(seeds.length, l.identities.length);
-  for (const f of [...seeds.map((s) => join(dir, "nats", s)), join(dir, "redis", "recorder.pass"), join(dir, "redis", "cli.pass"), l.redisAcl]) {
+  const passes = readdirSync(join(dir, "redis")).filter((f) => f.endsWith(".pass"));
+  assert.equal(passes.length, l.identities.length, "one Redis user per identity");
+  for (const f of [...seeds.map((s) => join(dir, "nats", s)), ...passes.map((p) => join(dir, "redis", p)), l.redisAcl]) {
     assert.equal(statSync(f).mode & 0o777, 0o600, f);
   }
   assert.equal(statSync(dir).mode & 0o777, 0o700);
   const conf = readFileSync(l.natsConf, "utf8");
-  const secrets = [...seeds.map((s) => readFileSync(join(dir, "nats", s), "utf8").trim()), readFileSync(join(dir, "redis", "cli.pass"), "utf8").trim(), readFileSync(join(dir, "redis", "recorder.pass"), "utf8").trim()];
+  const secrets = [...seeds.map((s) => readFileSync(join(dir, "nats", s), "utf8").trim()), ...passes.map((p) => readFileSync(join(dir, "redis", p), "utf8").trim())];
   for (const id of l.identities) {
     const pub = nkeys.fromSeed(new TextEncoder().encode(readFileSync(l.nkeyFile(id), "utf8").trim())).getPublicKey();
     assert.ok(conf.includes(`# ${identityId(id)}\n    { nkey: "${pub}"`), identityId(id));
@@ -247,8 +252,10 @@ test("security init: private files, public keys only in the server config, env f
   }
   for (const s of secrets) assert.ok(!conf.includes(s) && !readFileSync(l.redisAcl, "utf8").includes(s));
   assert.deepEqual(Object.keys(l.env("recorder-recorder")).sort(), ["LVSFLOW_NATS_NKEY_FILE", "LVSFLOW_REDIS_PASS_FILE", "LVSFLOW_REDIS_USER"]);
-  assert.equal(l.env("operator-operator").LVSFLOW_REDIS_USER, "cli");
-  assert.equal(l.env("executor-lb1").LVSFLOW_REDIS_USER, undefined, "executors have no Redis credentials");
+  assert.equal(l.env("operator-operator").LVSFLOW_REDIS_USER, "operator-operator");
+  const acl = readFileSync(l.redisAcl, "utf8");
+  assert.match(acl, /^user executor-lb1 on #[0-9a-f]{64} resetkeys ~lvsflow:lab:config:\* resetchannels/m, "an executor: configuration versions only");
+  assert.match(acl, /^user controller-lb2 on #[0-9a-f]{64} resetkeys ~lvsflow:lab:config:\* ~lvsflow:lab:snapshot:lb2:\* /m, "a controller: its own node's snapshots too");
 
   const before = readFileSync(l.nkeyFile("executor-lb1"), "utf8");
   initSecurity({ dir, site: "lab", nodes: ["lb1", "lb2", "lb3"] });
@@ -265,7 +272,7 @@ test("lvsflow security init (the CLI) from the lab's configuration", (t) => {
   writeFileSync(cfg, readFileSync(join(ROOT, "infra/lab/lvsflow.yaml"), "utf8") + "virtualServices: []\n");
   const r = spawnSync(process.execPath, [join(ROOT, "bin/lvsflow.mjs"), "security", "init", "--out", join(dir, "out"), "--config", cfg], { encoding: "utf8", timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^site lab: 10 NATS identities/);
+  assert.match(r.stdout, /^site lab: 10 identities/);
   assert.match(r.stdout, /nats-server -c .*nats-server\.conf/);
   const bad = spawnSync(process.execPath, [join(ROOT, "bin/lvsflow.mjs"), "security", "init", "--out", join(dir, "x"), "--site", "lab", "--node", "LB 1"], { encoding: "utf8", timeout: 60_000 });
   assert.notEqual(bad.status, 0);

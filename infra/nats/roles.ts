@@ -68,10 +68,11 @@ function rolePermissions(site: string, id: Identity): SubjectPermissions {
         allowResponses: true,
       };
     case "executor":
-      // Only its own node's decisions and leases; publishes its own heartbeats and reports.
+      // Only its own node's decisions and leases; publishes its own heartbeats and reports; hears
+      // the other nodes' heartbeats (a stopping executor hands its addresses over to a live peer).
       return {
         publish: [`${s}.heartbeat.${n}`, `${s}.report.${n}.>`, `${s}.rejected.executor.${n}`],
-        subscribe: [`${s}.decision.${n}.>`, `${s}.lease.${n}.*`],
+        subscribe: [`${s}.decision.${n}.>`, `${s}.lease.${n}.*`, `${s}.heartbeat.*`],
         allowResponses: false,
       };
     case "node": {

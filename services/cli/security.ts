@@ -33,7 +33,12 @@ export interface SecurityInitOptions {
   rotate?: boolean;
 }
 
-export interface RedisCredential { name: string; role: RedisRole; passFile: string }
+export interface RedisCredential { name: string; role: RedisRole; passFile: string; snapshotNode?: string }
+
+/** The Redis role of a NATS identity: the recorder writes the history, operators read it, services keep configuration versions. */
+export function redisRoleOf(i: Identity): RedisRole {
+  return i.role === "recorder" ? "recorder" : i.role === "operator" ? "cli" : "service";
+}
 
 export interface SecurityLayout {
   dir: string;
@@ -117,11 +122,14 @@ export function initSecurity(o: SecurityInitOptions): SecurityLayout {
   const natsConf = join(dir, "nats", "nats-server.conf");
   writeFileSync(natsConf, renderNatsServerConf({ site: o.site, users, listen: o.listen, tls: natsTls }), { mode: 0o644 });
 
-  // Redis: the recorder writes, the CLI (operators) reads.
-  const redisUsers: RedisCredential[] = [{ name: "recorder", role: "recorder", passFile: join(dir, "redis", "recorder.pass") }, { name: "cli", role: "cli", passFile: join(dir, "redis", "cli.pass") }];
+  // Redis: one ACL user per identity, named like it (infra/redis/acl.ts says what each role may do).
+  const redisUsers: RedisCredential[] = identities.map((i) => ({
+    name: identityId(i), role: redisRoleOf(i), passFile: join(dir, "redis", `${identityId(i)}.pass`),
+    ...(i.role === "controller" || i.role === "node" ? { snapshotNode: i.name } : {}),
+  }));
   const withPasswords = redisUsers.map((u) => {
     if (o.rotate || !existsSync(u.passFile)) writePrivate(u.passFile, randomBytes(24).toString("base64url") + "\n");
-    return { name: u.name, role: u.role, password: readFileSync(u.passFile, "utf8").trim() };
+    return { ...u, password: readFileSync(u.passFile, "utf8").trim() };
   });
   const redisAcl = join(dir, "redis", "users.acl");
   writePrivate(redisAcl, renderAclFile(o.site, withPasswords));
@@ -135,12 +143,10 @@ export function initSecurity(o: SecurityInitOptions): SecurityLayout {
       e.LVSFLOW_NATS_TLS_CA = tls.ca;
       if (tls.verify) { e.LVSFLOW_NATS_TLS_CERT = join(dir, "tls", `${key}.crt`); e.LVSFLOW_NATS_TLS_KEY = join(dir, "tls", `${key}.key`); }
     }
-    const redisUser = identity.role === "recorder" ? redisUsers[0] : identity.role === "operator" ? redisUsers[1] : null;
-    if (redisUser) {
-      e.LVSFLOW_REDIS_USER = redisUser.name;
-      e.LVSFLOW_REDIS_PASS_FILE = redisUser.passFile;
-      if (tls) e.LVSFLOW_REDIS_TLS_CA = tls.ca;
-    }
+    const redisUser = redisUsers.find((u) => u.name === key)!;
+    e.LVSFLOW_REDIS_USER = redisUser.name;
+    e.LVSFLOW_REDIS_PASS_FILE = redisUser.passFile;
+    if (tls) e.LVSFLOW_REDIS_TLS_CA = tls.ca;
     return e;
   };
   const envFile = (id: Identity | string) => join(dir, "env", `${idOf(id)}.env`);
@@ -207,7 +213,7 @@ export async function securityCommand(args: string[]): Promise<number> {
     rotate: !!v.rotate,
   });
   const out = [
-    `site ${site}: ${layout.identities.length} NATS identities, Redis users ${layout.redisUsers.map((u) => u.name).join(", ")}${layout.tls ? `, TLS${layout.tls.verify ? " (mutual)" : ""}` : ""}`,
+    `site ${site}: ${layout.identities.length} identities (a NATS nkey and a Redis ACL user each)${layout.tls ? `, TLS${layout.tls.verify ? " (mutual)" : ""}` : ""}`,
     `  nats-server -c ${layout.natsConf}`,
     `  redis-server --aclfile ${layout.redisAcl}${layout.tls ? ` --port 0 --tls-port 6379 --tls-cert-file ${layout.tls.cert} --tls-key-file ${layout.tls.key} --tls-ca-cert-file ${layout.tls.ca} --tls-auth-clients no` : ""}`,
     "Each service runs with its identity's environment file (paths only; the secrets stay in their files):",
