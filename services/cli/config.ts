@@ -122,6 +122,10 @@ async function versionsCommand(sub: "history" | "diff" | "show" | "push", positi
     if (!pushed) { io.err("lvsflow config push: not pushed: the configuration is invalid\n"); return 1; }
   }
   const site = (values.site as string | undefined) ?? process.env.LVSFLOW_SITE ?? pushed?.model.site ?? "default";
+  if (pushed && pushed.model.site !== site) {
+    io.err(`lvsflow config push: not pushed: the configuration is for site "${pushed.model.site}" but --site is "${site}"; the services of ${site} would refuse it (set site: ${site} in a native file that includes it)\n`);
+    return 1;
+  }
   const redis = redisClient(redisUrl);
   try {
     await redis.connect();
