@@ -146,19 +146,28 @@ test("clients without a key, with an unknown key, or with a key from another sit
   await assert.rejects(connect({ servers: servers.natsUrl, timeout: 3000, maxReconnectAttempts: 0, ...natsConnectOptions(natsAuthFromEnv(stranger.env("executor-lb1"))) }), /Authorization Violation/);
 });
 
-test("Redis: the default user is off, the recorder (a real process) appends, the CLI user only reads", async (t) => {
+/** `lvsflow run <service>` as a real process with an identity's environment; its stderr is collected. */
+function runService(t: { after(f: () => unknown): void }, service: string, node: string, cfg: string, identity: string): { log: () => string } {
+  const child = spawn(process.execPath, [join(ROOT, "bin/lvsflow.mjs"), "run", service, "--node", node, "--config", cfg, "--nats", servers.natsUrl, "--redis", servers.redisUrl, "--state-dir", dirname(cfg)],
+    { env: { ...process.env, ...servers.security!.env(identity), LVSFLOW_LOG_JSON: "1" }, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  t.after(async () => { if (child.exitCode === null) { child.kill("SIGTERM"); await exited; } });
+  return { log: () => stderr };
+}
+
+test("Redis: the default user is off, the recorder and a controller (real processes) write what they need, the CLI user only reads", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "lvsflow-perm-"));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const cfg = join(dir, "s.yaml");
-  writeFileSync(cfg, "site: s\nnodes:\n  - { name: lb1, priority: 100 }\nvirtualServices: []\n");
+  writeFileSync(cfg, "site: s\nnodes:\n  - { name: lb1, priority: 100 }\ngroups:\n  - { name: web, addresses: [{ address: 198.51.100.50, prefix: 24, interface: front }] }\n" +
+    "virtualServices:\n  - { address: 198.51.100.50, port: 80, reals: [{ address: 203.0.113.11, forwarding: masq }] }\n");
   const sec = servers.security!;
-  const recorder = spawn(process.execPath, [join(ROOT, "bin/lvsflow.mjs"), "run", "recorder", "--node", "recorder", "--config", cfg, "--nats", servers.natsUrl, "--redis", servers.redisUrl],
-    { env: { ...process.env, ...sec.env("recorder-recorder"), LVSFLOW_LOG_JSON: "1" }, stdio: ["ignore", "ignore", "pipe"] });
-  let stderr = "";
-  recorder.stderr!.on("data", (b: Buffer) => (stderr += b.toString()));
-  const exited = new Promise<void>((r) => recorder.once("exit", () => r()));
-  t.after(async () => { if (recorder.exitCode === null) { recorder.kill("SIGTERM"); await exited; } });
-  assert.ok(await until(() => stderr.includes('"redis connected"') && stderr.includes('"running"'), 20_000), stderr);
+  const recorder = runService(t, "recorder", "recorder", cfg, "recorder-recorder");
+  const controller = runService(t, "controller", "lb1", cfg, "controller-lb1");
+  const stderr = () => `--- recorder ---\n${recorder.log()}\n--- controller ---\n${controller.log()}`;
+  assert.ok(await until(() => recorder.log().includes('"redis connected"') && recorder.log().includes('"running"') && controller.log().includes('"running"'), 20_000), stderr());
 
   const { nc } = await as("controller-lb1");
   const ev = poolDecision("lb1");
@@ -170,7 +179,18 @@ test("Redis: the default user is off, the recorder (a real process) appends, the
   t.after(() => { cli.disconnect(); rec.disconnect(); });
   await cli.connect(); await rec.connect();
   const recorded = async () => (await readHistory(cli, SITE, {})).some((h: Event) => h.id === ev.id);
-  assert.ok(await until(recorded, 10_000), `the recorder appended the decision; the CLI user read it. Recorder log:\n${stderr}`);
+  assert.ok(await until(recorded, 10_000), `the recorder appended the decision; the CLI user read it.\n${stderr()}`);
+  const versions = async () => (await cli.xrevrange(`lvsflow:${SITE}:config:versions`, "+", "-", "COUNT", 5)).length > 0;
+  assert.ok(await until(versions, 10_000), `the services recorded their configuration version; the CLI user reads it.\n${stderr()}`);
+  const svc = new Redis(servers.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, ...servers.redisAuth("executor-lb1") });
+  t.after(() => svc.disconnect());
+  await svc.connect();
+  await assert.rejects(svc.xrange(`lvsflow:${SITE}:events`, "-", "+"), /NOPERM/, "an LB node's service user cannot read the audit history");
+  await assert.rejects(svc.set(`lvsflow:${SITE}:snapshot:lb2:x`, "forged"), /NOPERM/, "nor write any snapshot");
+  const ctl = new Redis(servers.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, ...servers.redisAuth("controller-lb1") });
+  t.after(() => ctl.disconnect());
+  await ctl.connect();
+  await assert.rejects(ctl.set(`lvsflow:${SITE}:snapshot:lb2:x`, "forged"), /NOPERM/, "a controller writes only its own node's snapshots");
   await assert.rejects(cli.xadd(`lvsflow:${SITE}:events`, "*", "forged", "1"), /NOPERM/);
   await assert.rejects(cli.del(`lvsflow:${SITE}:events`), /NOPERM/);
   await assert.rejects(cli.get("lvsflow:othersite:x"), /NOPERM/, "another site's keys");
@@ -186,7 +206,8 @@ test("Redis: the default user is off, the recorder (a real process) appends, the
     c.once("error", reject);
   });
   assert.match(reply, /^-NOAUTH/);
-  assert.doesNotMatch(stderr, /NOPERM|Permissions Violation|JetStream unavailable|"level":50/, "the recorder needed nothing it was refused");
+  await sleep(1000);
+  assert.doesNotMatch(stderr(), /NOPERM|Permissions Violation|JetStream unavailable|"level":50/, "the services needed nothing they were refused");
 });
 
 test("TLS: clients verify the server with the site's CA; with --tls-verify the server requires client certificates too", async (t) => {
