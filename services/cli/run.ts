@@ -15,6 +15,7 @@ import { startProber } from "../prober/main.ts";
 import { startController } from "../controller/main.ts";
 import { startExecutor } from "../executor/main.ts";
 import { startRecorder } from "../recorder/main.ts";
+import { startDashboard } from "../dashboard/main.ts";
 import { startWitness } from "../witness/main.ts";
 import { parseCommon, ENV_HELP } from "./options.ts";
 import { natsAuthFromEnv, redactUrl, registerModelSecrets } from "../../shared/secrets.ts";
@@ -24,6 +25,8 @@ const SERVICES = {
   controller: [startController],
   executor: [startExecutor],
   recorder: [startRecorder],
+  // The operators' web page (LVSFLOW_DASHBOARD_LISTEN, LVSFLOW_DASHBOARD_PASSWORD_FILE).
+  dashboard: [startDashboard],
   // A voter without a data plane (quorum mode's third voter).
   witness: [startWitness],
   // Everything one LB node runs, in one process.

@@ -3,6 +3,7 @@
 // node running inside that node's namespace, reaching the bus through the management relay.
 import { mkdirSync, readFileSync, writeFileSync, existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { labUp, labDown, labTopology, setLinks, startLabProcess, killRecorded, type LabTopology, type LbName, type RealName, DEFAULT_PREFIX } from "./topology.ts";
 import { mapSeedAddresses } from "../../shared/config/lab-map.ts";
@@ -20,7 +21,11 @@ export interface LabOptions {
   dir: string; prefix?: string; natsPort?: number; redisPort?: number; node?: string;
   /** Per-role credentials and permissions on NATS and Redis (infra/nats/roles.ts, infra/redis/acl.ts); default true. */
   auth?: boolean;
+  /** Start the dashboard on this port of the host's loopback (`lvsflow lab up`: 18080; default none). */
+  dashboardPort?: number;
 }
+/** /healthz and /metrics of each LB service, on its namespace's loopback (ip netns exec … curl). */
+export const LAB_HTTP_PORTS = { executor: 9101, controller: 9102, prober: 9103 } as const;
 /** The identity operators' tools (status, audit, tests) use in the lab. */
 const OPERATOR = "operator-operator";
 
@@ -42,6 +47,9 @@ export class Lab {
 
   get dir() { return this.opts.dir; }
   get natsUrl() { return `nats://127.0.0.1:${this.natsPort}`; }
+  get dashboardUrl() { return `http://127.0.0.1:${this.opts.dashboardPort}/`; }
+  /** File holding the dashboard's operator password (written by up()). */
+  get dashboardPasswordFile() { return join(this.dir, "dashboard.password"); }
   get redisUrl() { return `redis://127.0.0.1:${this.redisPort}`; }
   ns(name: string) { return `${this.topo.prefix}${name}`; }
 
@@ -92,6 +100,14 @@ export class Lab {
     await waitFor(() => existsSync(join(this.dir, "nats.sock")) && existsSync(join(this.dir, "redis.sock")), 10_000, "management relays");
     this.proc("recorder", null, [process.execPath, CLI, "run", "recorder", "--node", "recorder", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl], "recorder-recorder");
     for (const lb of ["lb1", "lb2"] as LbName[]) this.startNode(lb);
+    if (this.opts.dashboardPort) this.startDashboard();
+  }
+
+  /** The operators' web page on the host's loopback, with a fresh random password. */
+  startDashboard(): void {
+    if (!existsSync(this.dashboardPasswordFile)) writeFileSync(this.dashboardPasswordFile, randomBytes(12).toString("base64url") + "\n", { mode: 0o600 });
+    startLabProcess(this.dir, "dashboard", null, [process.execPath, CLI, "run", "dashboard", "--node", "dashboard", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl],
+      { ...process.env, LVSFLOW_LOG_JSON: "1", ...this.idEnv(OPERATOR), LVSFLOW_DASHBOARD_LISTEN: `127.0.0.1:${this.opts.dashboardPort}`, LVSFLOW_DASHBOARD_PASSWORD_FILE: this.dashboardPasswordFile });
   }
 
   startReal(r: RealName): void {
@@ -107,8 +123,13 @@ export class Lab {
     const ns = this.ns(lb);
     this.proc(`${lb}-relay-nats`, ns, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "ns", String(NS_NATS_PORT), join(this.dir, "nats.sock")]);
     this.proc(`${lb}-relay-redis`, ns, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "ns", String(NS_REDIS_PORT), join(this.dir, "redis.sock")]);
-    const common = ["--node", lb, "--config", this.configFile, "--nats", `nats://127.0.0.1:${NS_NATS_PORT}`, "--redis", `redis://127.0.0.1:${NS_REDIS_PORT}`, "--state-dir", join(this.dir, "state")];
-    for (const svc of ["executor", "controller", "prober"]) this.proc(`${lb}-${svc}`, ns, [process.execPath, CLI, "run", svc, ...common], `${svc}-${lb}`);
+    for (const svc of ["executor", "controller", "prober"] as const) this.startService(lb, svc);
+  }
+
+  /** One lvsflow service of an LB node, in its namespace (after a kill: a restart). */
+  startService(lb: LbName, svc: keyof typeof LAB_HTTP_PORTS): void {
+    const common = ["--node", lb, "--config", this.configFile, "--nats", `nats://127.0.0.1:${NS_NATS_PORT}`, "--redis", `redis://127.0.0.1:${NS_REDIS_PORT}`, "--state-dir", join(this.dir, "state"), "--http-port", String(LAB_HTTP_PORTS[svc])];
+    this.proc(`${lb}-${svc}`, this.ns(lb), [process.execPath, CLI, "run", svc, ...common], `${svc}-${lb}`);
   }
 
   /** SIGKILL-free stop of named lab processes (by recorded PID). */
@@ -153,7 +174,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number
 export async function labCommand(args: string[]): Promise<number> {
   const sub = args[0] ?? "up";
   const dir = process.env.LVSFLOW_LAB_DIR ?? "/tmp/lvsflow-lab";
-  const lab = new Lab({ dir });
+  const lab = new Lab({ dir, dashboardPort: Number(process.env.LVSFLOW_LAB_DASHBOARD_PORT ?? 18080) });
   if (sub === "down") { const r = await labDown({ dir }); process.stdout.write(`stopped ${r.killed.length} process(es), deleted ${r.deleted.length} namespace(s)\n`); return 0; }
   const operatorEnv = join(dir, "secrets", "env", `${OPERATOR}.env`);
   if (sub === "status") {
@@ -178,6 +199,7 @@ export async function labCommand(args: string[]): Promise<number> {
   }
   process.stdout.write(`lvsflow lab is up (logs in ${dir}/logs). Seed addresses mapped to documentation ranges:\n`);
   for (const [from, to] of lab.mapping) process.stdout.write(`  ${from.padEnd(16)} -> ${to}\n`);
+  process.stdout.write(`Dashboard: ${lab.dashboardUrl}  (any name, password in ${lab.dashboardPasswordFile})\n`);
   process.stdout.write(`Try: ip netns exec ${lab.ns("cli")} curl -s http://198.51.100.50/aaaa.html   |   (set -a; . ${operatorEnv}; lvsflow audit --site lab --redis ${lab.redisUrl})\nCtrl-C stops and removes everything.\n\n`);
   const { collectStatus, renderStatus } = await import("../cli/status.ts");
   for (;;) {
