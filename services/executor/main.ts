@@ -17,6 +17,7 @@ import { startConnectionReports } from "../commands/connections.ts";
 import { drainMs, expired, nextDrains, withDrains, type Drain } from "./drain.ts";
 
 const applyLatency = new client.Histogram({ name: "lvsflow_executor_apply_seconds", help: "Kernel apply duration", labelNames: ["kind"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
+const applyFailures = new client.Counter({ name: "lvsflow_executor_apply_failures_total", help: "Kernel applies of virtual services that failed (the node reports a fault and steps down)", registers: [registry] });
 const refused = new client.Counter({ name: "lvsflow_executor_decisions_refused_total", help: "Decisions refused (stale term, wrong node, outside configuration)", labelNames: ["reason"], registers: [registry] });
 const heldGauge = new client.Gauge({ name: "lvsflow_executor_group_held", help: "1 while this node holds the group's addresses", labelNames: ["group"], registers: [registry] });
 
@@ -83,6 +84,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
         const r = await driver.apply(desired);
         applyLatency.observe({ kind: "pool" }, (performance.now() - t0) / 1000);
         applyFault = r.ok ? null : `kernel apply failing: ${r.error}`;
+        if (!r.ok) applyFailures.inc();
         const gen = Math.max(...[...pools.values()].map((p) => p.generation));
         if (r.ok) { state.appliedGeneration = gen; saveState(statePath, state); appliedOnce = true; }
         if (r.ops.length || !r.ok) {
