@@ -111,12 +111,32 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
       { source, causationId: ev.id, correlationId: ev.correlationId ?? ev.id, configVersion: ctx.configVersion }));
   };
 
-  const onPool = (ev: EventOf<"decision.pool">, subject = "") => {
+  // During a reload the controller may decide under the new configuration before this executor
+  // runs it: such a decision that this model would refuse, or that drops a real (whose drain
+  // depends on the new quiescent), waits for our own reload, at most PARK_MS, then is taken as is.
+  const PARK_MS = 3000;
+  const parked = new Map<string, { ev: EventOf<"decision.pool">; subject: string; timer: ReturnType<typeof setTimeout> }>();
+  const unpark = (vs: string) => {
+    const p = parked.get(vs);
+    if (!p) return;
+    clearTimeout(p.timer);
+    parked.delete(vs);
+    onPool(p.ev, p.subject, true);
+  };
+  const onPool = (ev: EventOf<"decision.pool">, subject = "", unparked = false) => {
     const d = ev.data;
     if (d.node !== node) { refuse(ev, subject, "other-node", `for node ${d.node}`); log.warn({ eventId: ev.id, for: d.node }, "refused a decision for another node"); return; }
     const bad = checkPoolDecision(model, d);
-    if (bad) { refuse(ev, subject, "outside-config", bad); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
     const cur = pools.get(d.pool.vs);
+    const drops = !!cur && cur.spec.reals.some((r) => !d.pool.reals.some((x) => x.address === r.address && x.port === r.port));
+    if (!unparked && ev.configVersion && ev.configVersion !== ctx.configVersion && (bad || drops)) {
+      const prev = parked.get(d.pool.vs);
+      // The latest decision waits; the deadline stays that of the first (re-sends do not extend it).
+      if (prev) Object.assign(prev, { ev, subject });
+      else parked.set(d.pool.vs, { ev, subject, timer: setTimeout(() => unpark(d.pool.vs), PARK_MS) });
+      return;
+    }
+    if (bad) { refuse(ev, subject, "outside-config", bad); log.error({ eventId: ev.id, reason: bad }, "refused decision"); return; }
     if (cur && d.generation < cur.generation) { refused.inc({ reason: "old-generation" }); return; }
     const entry = { generation: d.generation, spec: d.pool, eventId: ev.id, correlationId: ev.correlationId };
     const vsConf = model.virtualServices.find((v) => v.id === d.pool.vs);
@@ -301,6 +321,8 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     if (prev.global.driver !== next.global.driver) log.warn({ from: prev.global.driver, to: next.global.driver }, "a driver change takes effect at the next executor start");
     if (prev.timers.heartbeatMs !== next.timers.heartbeatMs) log.warn("a heartbeat period change takes effect at the next executor start");
     const keep = new Set(next.virtualServices.map((v) => v.id));
+    // Decisions that waited for this configuration are taken now.
+    for (const vs of [...parked.keys()]) unpark(vs);
     const removed = [...pools.keys()].filter((id) => !keep.has(id));
     for (const id of removed) { pools.delete(id); drains.delete(id); }
     if (removed.length) { log.info({ removed }, "virtual services removed from the configuration: removing them from the kernel"); void applyPools(); }
@@ -330,7 +352,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
 
   return {
     updateModel,
-    async stop() { clearInterval(drainTimer); clearInterval(repair); clearInterval(leaseTimer); await handOver().catch((e: Error) => log.error({ err: e.message }, "handover failed")); clearInterval(hb); conns.stop(); for (const c of cancelGarp.values()) c(); },
+    async stop() { for (const p of parked.values()) clearTimeout(p.timer); clearInterval(drainTimer); clearInterval(repair); clearInterval(leaseTimer); await handOver().catch((e: Error) => log.error({ err: e.message }, "handover failed")); clearInterval(hb); conns.stop(); for (const c of cancelGarp.values()) c(); },
     health() {
       const f = faults();
       return { ok: f.length === 0, faults: f, bus: bus.connected, appliedGeneration: state.appliedGeneration, held: Object.fromEntries(held), services: pools.size };

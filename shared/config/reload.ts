@@ -49,6 +49,8 @@ export class Reloader {
   current: LoadedConfig;
   private queue: Promise<unknown> = Promise.resolve();
   private watched: string[] = [];
+  /** The files (includes too) of the last configuration read from disk: what autoreload watches. */
+  private fileSources: string[];
   private readonly onHup = () => void this.reload("sighup", this.opts.files.length ? { kind: "files" } : { kind: "newest" });
   private debounce: ReturnType<typeof setTimeout> | null = null;
   private pendingStore: { loaded: LoadedConfig; trigger: Trigger; by: string } | null = null;
@@ -57,6 +59,7 @@ export class Reloader {
 
   constructor(private readonly opts: ReloaderOptions) {
     this.current = opts.current;
+    this.fileSources = opts.files.length ? opts.current.sources.map((s) => s.path) : [];
   }
 
   /** SIGHUP, the autoreload watcher (when the configuration asks for it) and pushed versions. */
@@ -105,9 +108,10 @@ export class Reloader {
     }
     for (const w of next.warnings) log.warn({ where: `${w.file}:${w.line}`, directive: w.directive }, w.message);
     const previous = this.current.version;
+    if (source.kind === "files") this.fileSources = next.sources.map((s) => s.path);
     if (next.version === previous) {
       log.info({ trigger, version: next.version }, "configuration unchanged");
-      this.rewatch(next);
+      this.rewatch();
       // A push of the running version is still answered, so `config push` sees every service.
       if (trigger === "push") this.announce(next.version, previous, trigger, diffModels(next.model, next.model));
       return { status: "unchanged", version: next.version };
@@ -123,7 +127,10 @@ export class Reloader {
       }
     }
     this.current = next;
-    this.rewatch(next);
+    this.rewatch();
+    if (source.kind !== "files" && this.opts.files.length) {
+      log.warn({ files: this.opts.files, version: next.version }, "running a pushed configuration version: a SIGHUP (or, with autoreload, a change of the files) loads the files again");
+    }
     this.announce(next.version, previous, trigger, diff);
     if (source.kind !== "stored") {
       this.pendingStore = { loaded: next, trigger, by };
@@ -180,10 +187,10 @@ export class Reloader {
     }
   }
 
-  /** Watches every source file while the running configuration says autoreload = yes. */
-  private rewatch(cfg: LoadedConfig = this.current): void {
+  /** Watches the configuration files (includes too) while the running configuration says autoreload = yes. */
+  private rewatch(): void {
     if (this.stopped) return;
-    const want = cfg.model.global.autoreload && this.opts.files.length ? cfg.sources.map((s) => s.path) : [];
+    const want = this.current.model.global.autoreload ? this.fileSources : [];
     for (const p of this.watched.filter((w) => !want.includes(w))) unwatchFile(p);
     for (const p of want.filter((w) => !this.watched.includes(w))) {
       watchFile(p, { interval: this.opts.watchIntervalMs ?? 1000, persistent: false }, (cur: Stats, prev: Stats) => {
