@@ -18,12 +18,14 @@ import { subjects } from "../shared/subjects.ts";
 import { runCmd } from "../services/executor/run.ts";
 import { startHostRelay, type Relay } from "../services/lab/relay.ts";
 import { startServers, sleep, type Servers } from "./harness.ts";
+import { samples, eventTypes, mutate, accepted, rng } from "./fuzz-events.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SITE = "sx";
 const NS = `lvs${randomBytes(3).toString("hex")}-lb1`;
 const VIP = "198.51.100.50";
 const VS = `tcp:${VIP}:80`;
+const METRICS_PORT = 9105; // inside the private namespace
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-secx-"));
 const CONFIG = join(dir, "sx.yaml");
 writeFileSync(CONFIG, `site: ${SITE}
@@ -69,7 +71,15 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 const startExecutor = () => startInNs([process.execPath, join(ROOT, "bin/lvsflow.mjs"), "run", "executor", "--node", "lb1", "--config", CONFIG,
-  "--nats", "nats://127.0.0.1:4222", "--state-dir", join(dir, "state")], { ...servers.security!.env("executor-lb1"), LVSFLOW_LOG_JSON: "1" }, true);
+  "--nats", "nats://127.0.0.1:4222", "--state-dir", join(dir, "state"), "--http-port", String(METRICS_PORT)], { ...servers.security!.env("executor-lb1"), LVSFLOW_LOG_JSON: "1" }, true);
+
+/** The executor's /metrics, read from inside its namespace. */
+async function executorRejections(): Promise<Record<string, number>> {
+  const text = await sh([process.execPath, "-e", `fetch("http://127.0.0.1:${METRICS_PORT}/metrics").then((r) => r.text()).then((t) => process.stdout.write(t))`], NS);
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^lvsflow_events_rejected_total\{subject="([^"]+)"\} (\d+)/gm)) out[m[1]!] = Number(m[2]);
+  return out;
+}
 
 async function as(identity: string): Promise<{ nc: NatsConnection; errors: string[] }> {
   const nc = await connect({ servers: servers.natsUrl, name: identity, ...servers.natsAuth(identity) });
@@ -110,7 +120,8 @@ before(async () => {
   startInNs([process.execPath, "--import", "tsx", join(ROOT, "services/lab/relay.ts"), "ns", "4222", join(dir, "nats.sock")], {}, false);
   const { nc } = await as("operator-operator");
   const sub = nc.subscribe(`lvsflow.${SITE}.>`);
-  void (async () => { for await (const m of sub) { const p = Event.safeParse(m.json()); if (p.success) seen.push(p.data); } })();
+  // The fuzz test publishes garbage on these subjects too: m.json() may throw.
+  void (async () => { for await (const m of sub) { try { const p = Event.safeParse(m.json()); if (p.success) seen.push(p.data); } catch { /* not JSON */ } } })();
   await nc.flush();
   startExecutor();
   await until(() => seen.some((e) => e.type === "node.heartbeat" && e.data.node === "lb1"), 30_000, "the executor's first heartbeat");
@@ -200,4 +211,42 @@ test("after a crash and restart the executor still refuses the older term (the t
   await until(() => rejections().some((r) => r.causationId === replayed.id), 10_000, "the old-term refusal after restart");
   await sleep(1500);
   assert.ok((await frontAddresses()).includes(VIP));
+});
+
+test("seeded mutations of every event it listens to: the executor neither crashes nor hangs, and counts each refused message", { timeout: 120_000 }, async () => {
+  const all = samples(SITE, "lb1", "lb2");
+  // The executor's subscriptions (services/executor/main.ts, shared/config/reload.ts), and who may publish there.
+  const targets: { type: Parameters<typeof all.get>[0]; identity: string; takes: string[] }[] = [
+    { type: "decision.pool", identity: "controller-lb1", takes: ["decision.pool", "decision.owner"] },
+    { type: "decision.owner", identity: "controller-lb1", takes: ["decision.pool", "decision.owner"] },
+    { type: "owner.lease", identity: "controller-lb1", takes: ["owner.lease"] },
+    { type: "node.heartbeat", identity: "executor-lb2", takes: ["node.heartbeat"] },
+    { type: "config.pushed", identity: "operator-operator", takes: ["config.pushed"] },
+  ];
+  const before = await executorRejections();
+  const r = rng(0xe8ec);
+  const types = eventTypes();
+  const expected: Record<string, number> = {};
+  for (const t of targets) {
+    const { subject, ev } = all.get(t.type)!;
+    const { nc } = await as(t.identity);
+    for (let i = 0; i < 150; i++) {
+      const payload = mutate(ev, r, types);
+      nc.publish(subject, payload);
+      if (!accepted(payload, t.takes)) { const k = subject.split(".").slice(0, 3).join("."); expected[k] = (expected[k] ?? 0) + 1; }
+    }
+    await nc.flush();
+  }
+  const want = Object.fromEntries(Object.entries(expected).map(([k, n]) => [k, (before[k] ?? 0) + n]));
+  let got: Record<string, number> = {};
+  await until(async () => { got = await executorRejections(); return Object.entries(want).every(([k, n]) => (got[k] ?? 0) >= n); }, 30_000, `rejections ${JSON.stringify(want)}`);
+  await sleep(500);
+  got = await executorRejections();
+  assert.deepEqual(Object.fromEntries(Object.keys(want).map((k) => [k, got[k] ?? 0])), want);
+  const running = procs.filter((p) => p.spawnargs.includes("executor")).at(-1)!;
+  assert.equal(running.exitCode, null, "the executor is still running");
+  const mark = seen.length;
+  await until(() => seen.slice(mark).some((e) => e.type === "node.heartbeat" && e.data.node === "lb1"), 5000, "a heartbeat after the fuzz");
+  assert.doesNotMatch(executorLog, /uncaught|unhandled|"level":60/i);
+  process.stdout.write(`# executor fuzz: ${targets.length * 150} messages, refused by subject: ${JSON.stringify(expected)}\n`);
 });
