@@ -6,8 +6,10 @@ import { statusCommand } from "./status.ts";
 const USAGE = `lvsflow — highly available load balancing with Linux kernel rules, NATS and Redis
 
   lvsflow run <prober|controller|executor|recorder|node> [options]   run a service
-  lvsflow config check FILE… [--json] [--strict]                      validate a configuration
+  lvsflow config check FILE… [--format F] [--json] [--strict]         validate ldirectord.cf / keepalived.conf / YAML
+  lvsflow config convert FILE… --to yaml                              the native form of a configuration
   lvsflow config schema                                               JSON Schema of the native file
+  lvsflow config push FILE… | history | diff A B | show V             configuration versions in Redis, live reload
   lvsflow lab up | down | status                                      the seed's cluster in network namespaces
   lvsflow audit [--since T] [--vip V] [--real R] [--json]             recorded history, in order
   lvsflow security init --out DIR --config FILE [--tls]               credentials and nats/redis server configs per role
