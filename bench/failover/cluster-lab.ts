@@ -40,6 +40,8 @@ export interface ClusterOptions {
   timers?: { heartbeatMs?: number; deadMs?: number };
   /** Extra environment for lvsflow processes. */
   env?: NodeJS.ProcessEnv;
+  /** Run lvsflow and nats-server with realtime scheduling (chrt -f 10), as load-anchors.md recommends. */
+  rt?: boolean;
 }
 
 export class ClusterLab {
@@ -53,6 +55,8 @@ export class ClusterLab {
   get witnessNs() { return this.ns("w"); }
 
   private proc(name: string, ns: string | null, argv: string[], env?: NodeJS.ProcessEnv) {
+    // chrt execs the command: the recorded PID stays the command's own.
+    if (this.o.rt && /^(nats-|lb[12]-node|w-witness)/.test(name)) argv = ["chrt", "-f", "10", ...argv];
     return startLabProcess(this.o.dir, name, ns, argv, { ...process.env, LVSFLOW_LOG_JSON: "1", LVSFLOW_LOG_LEVEL: "info", ...this.o.env, ...env });
   }
 

@@ -21,6 +21,8 @@ const { values: a } = parseArgs({ options: {
   modes: { type: "string", default: "linkdown,kill9,natskill,graceful" }, conns: { type: "string", default: "20" },
   "partition-s": { type: "string", default: "60" }, "load-s": { type: "string", default: "120" }, json: { type: "string" },
   "witness-too": { type: "boolean", default: false }, "skip-failover": { type: "boolean", default: false },
+  /** lvsflow and its nats-servers with realtime scheduling (chrt -f 10) in the failover and partition runs. */
+  rt: { type: "boolean", default: false },
 } });
 const TRIALS = Math.min(Number(a.trials), 100), CONNS = Math.min(Number(a.conns), 200);
 const PARTITION_S = Math.min(Number(a["partition-s"]), 1800), LOAD_S = Math.min(Number(a["load-s"]), 1800);
@@ -40,10 +42,10 @@ const cleanup = async () => { if (current) { await current.down().catch(() => un
 process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
 process.on("SIGTERM", () => void cleanup().then(() => process.exit(143)));
 
-async function newLab(system: SysName, tag: string, opts: { timers?: { heartbeatMs?: number; deadMs?: number } } = {}): Promise<ClusterLab> {
+async function newLab(system: SysName, tag: string, opts: { timers?: { heartbeatMs?: number; deadMs?: number }; rt?: boolean } = {}): Promise<ClusterLab> {
   const dir = join(base, tag);
   mkdirSync(dir, { recursive: true });
-  const lab = new ClusterLab({ dir, prefix: `fb${randomBytes(2).toString("hex")}-`, system: system === "lvsflow-quorum" ? "lvsflow" : system, witness: system === "lvsflow-quorum", timers: opts.timers });
+  const lab = new ClusterLab({ dir, prefix: `fb${randomBytes(2).toString("hex")}-`, system: system === "lvsflow-quorum" ? "lvsflow" : system, witness: system === "lvsflow-quorum", timers: opts.timers, rt: opts.rt ?? a.rt });
   await lab.up();
   await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 60_000, `${system}: lb1 to own the VIP`);
   return lab;
@@ -162,12 +164,14 @@ if (LOAD_S > 0) {
   say(`\n## false failovers: lvsflow (defaults), lvsflow quorum and keepalived VRRPv3 0.1, side by side, both cores saturated for ${LOAD_S} s`);
   const labs: [SysName, ClusterLab, VipWatch][] = [];
   try {
+    // lvsflow at the scheduling the run asked for (--rt or not); keepalived as Debian runs it.
     for (const system of ["lvsflow", "lvsflow-quorum", "keepalived-v3"] as SysName[]) {
       const lab = await newLab(system, `load-${system}`);
       const w = new VipWatch(lab);
       await w.start();
       labs.push([system, lab, w]);
     }
+    say(`(lvsflow ${a.rt ? "with chrt -f 10 on its processes and nats-servers" : "at default scheduling priority"})`);
     await sleep(3000);
     const t0 = Date.now();
     // Heartbeat gaps as lb2's controller sees lb1 (and itself), measured in lb2's namespace.

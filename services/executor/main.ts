@@ -158,6 +158,11 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     return p;
   };
   const applyGroupNow = async (g: GroupEntry, name: string, reason: "decision" | "repair") => {
+    // Quorum mode: never add under a lease that ran out while this apply waited its turn.
+    if (g.role === "owner" && g.leaseUntil != null && Date.now() > g.leaseUntil) {
+      groups.set(name, g = { ...g, role: "backup", leaseUntil: null });
+      log.warn({ group: name, term: g.term }, "lease ran out before the addresses were added: not adding them");
+    }
     const want = g.role === "owner";
     const t0 = performance.now();
     let ops: string[] = [];
