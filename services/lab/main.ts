@@ -88,7 +88,8 @@ export class Lab {
     this.writeConfig();
     await labUp({ prefix: this.topo.prefix, dir: this.dir });
     const sec = this.ensureSecurity();
-    this.proc("nats-server", null, ["nats-server", ...(sec ? ["-c", sec.natsConf] : []), "-a", "127.0.0.1", "-p", String(this.natsPort)]);
+    // JetStream: the recorder's durable buffer (services/recorder/buffer.ts) lives in the lab directory.
+    this.proc("nats-server", null, ["nats-server", ...(sec ? ["-c", sec.natsConf] : []), "-a", "127.0.0.1", "-p", String(this.natsPort), "-js", "-sd", join(this.dir, "jetstream")]);
     this.proc("redis-server", null, ["redis-server", "--port", String(this.redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.dir, ...(sec ? ["--aclfile", sec.redisAcl] : [])]);
     this.proc("relay-nats", null, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "host", join(this.dir, "nats.sock"), String(this.natsPort)]);
     this.proc("relay-redis", null, [process.execPath, ...TSX, join(ROOT, "services/lab/relay.ts"), "host", join(this.dir, "redis.sock"), String(this.redisPort)]);
