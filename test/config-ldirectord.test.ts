@@ -289,3 +289,22 @@ test("a check the probers cannot run is an error at its checktype/service line w
   // With the prober's own answer: the seed's connect check is runnable.
   assert.equal(errs(parseLdirectord(`${V}    checktype=connect\n`, "t.cf", { supports: unsupportedReason }).diagnostics).length, 0);
 });
+
+test("CLI: config check refuses a check the probers cannot run, naming file:line:col (oracle, §1.6)", async () => {
+  const { configCommand } = await import("../services/cli/config.ts");
+  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const dir = mkdtempSync(join(tmpdir(), "ld-"));
+  try {
+    const f = join(dir, "ldirectord.cf");
+    writeFileSync(f, `${V}    service=oracle\n`);
+    const o = { out: "", err: "" };
+    const code = await configCommand(["check", f, "--json"], { out: (s) => void (o.out += s), err: (s) => void (o.err += s) });
+    assert.equal(code, 1);
+    assert.equal(o.out, "");
+    assert.match(o.err, new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:3:13: error: service: tcp:192\\.0\\.2\\.10:80: oracle checks need`, "m"));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
