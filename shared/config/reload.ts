@@ -53,7 +53,7 @@ export class Reloader {
   private fileSources: string[];
   private readonly onHup = () => void this.reload("sighup", this.opts.files.length ? { kind: "files" } : { kind: "newest" });
   private debounce: ReturnType<typeof setTimeout> | null = null;
-  private pendingStore: { loaded: LoadedConfig; trigger: Trigger; by: string } | null = null;
+  private pendingStore: { loaded: LoadedConfig; trigger: Trigger; by: string; failures: number } | null = null;
   private storeTimer: ReturnType<typeof setInterval> | null = null;
   private stopped = false;
 
@@ -69,7 +69,7 @@ export class Reloader {
       void this.reload("push", { kind: "stored", version: ev.data.version, by: ev.data.by });
     });
     this.rewatch();
-    this.storeTimer = setInterval(() => void this.flushStore(), 5000);
+    this.storeTimer = setInterval(() => void this.flushStore(), 1000);
   }
 
   stop(): void {
@@ -83,7 +83,7 @@ export class Reloader {
 
   /** Records the running configuration as a version (at startup); retried until Redis takes it. */
   remember(trigger: Trigger, by: string): void {
-    this.pendingStore = { loaded: this.current, trigger, by };
+    this.pendingStore = { loaded: this.current, trigger, by, failures: 0 };
     void this.flushStore();
   }
 
@@ -133,7 +133,7 @@ export class Reloader {
     }
     this.announce(next.version, previous, trigger, diff);
     if (source.kind !== "stored") {
-      this.pendingStore = { loaded: next, trigger, by };
+      this.pendingStore = { loaded: next, trigger, by, failures: 0 };
       await this.flushStore();
     }
     return { status: "applied", version: next.version, previous, diff };
@@ -183,7 +183,8 @@ export class Reloader {
       if (this.pendingStore === p) this.pendingStore = null;
       this.opts.log.info({ version: p.loaded.version, appended }, appended ? "configuration version stored" : "configuration version already the newest stored");
     } catch (e) {
-      this.opts.log.warn({ err: String(e), version: p.loaded.version }, "could not store the configuration version in Redis yet; retrying");
+      // Redis may still be connecting: say so only when it lasts.
+      if (++p.failures === 5 || p.failures % 60 === 0) this.opts.log.warn({ err: String(e), version: p.loaded.version }, "could not store the configuration version in Redis yet; retrying every second");
     }
   }
 
