@@ -9,11 +9,14 @@ import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { ClusterLab, VipWatch, waitFor, probeLoop } from "../bench/failover/cluster-lab.ts";
+import { ClusterLab, VipWatch, waitFor, untilServing, probeLoop } from "../bench/failover/cluster-lab.ts";
 import { listNamespaces } from "../services/lab/topology.ts";
 
+// Behaviour, not speed (bench/failover measures speed): generous timers keep these tests steady
+// on a loaded, shared machine.
+const TIMERS = { heartbeatMs: 100, deadMs: 1000 };
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-quorum-"));
-const lab = new ClusterLab({ dir, prefix: `eq${randomBytes(2).toString("hex")}-`, system: "lvsflow", witness: true });
+const lab = new ClusterLab({ dir, prefix: `eq${randomBytes(2).toString("hex")}-`, system: "lvsflow", timers: TIMERS, witness: true });
 const watch = new VipWatch(lab);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const onlyLb1 = async () => (await lab.holds("lb1")) && !(await lab.holds("lb2"));
@@ -22,6 +25,7 @@ let t0 = 0;
 before(async () => {
   await lab.up();
   await waitFor(onlyLb1, 60_000, "lb1 to own the VIP");
+  await untilServing(lab);
   await watch.start();
   t0 = Date.now();
 });

@@ -9,11 +9,14 @@ import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { ClusterLab, VipWatch, waitFor, probeLoop, echoClients, largestGap } from "../bench/failover/cluster-lab.ts";
+import { ClusterLab, VipWatch, waitFor, untilServing, probeLoop, echoClients, largestGap } from "../bench/failover/cluster-lab.ts";
 import { listNamespaces } from "../services/lab/topology.ts";
 
+// Behaviour, not speed (bench/failover measures speed): generous timers keep these tests steady
+// on a loaded, shared machine.
+const TIMERS = { heartbeatMs: 100, deadMs: 1000 };
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-failover-"));
-const lab = new ClusterLab({ dir, prefix: `ef${randomBytes(2).toString("hex")}-`, system: "lvsflow" });
+const lab = new ClusterLab({ dir, prefix: `ef${randomBytes(2).toString("hex")}-`, system: "lvsflow", timers: TIMERS });
 const watch = new VipWatch(lab);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const onlyLb1 = async () => (await lab.holds("lb1")) && !(await lab.holds("lb2"));
@@ -21,6 +24,7 @@ const onlyLb1 = async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")
 before(async () => {
   await lab.up();
   await waitFor(onlyLb1, 60_000, "lb1 to own the VIP");
+  await untilServing(lab);
   await watch.start();
 });
 

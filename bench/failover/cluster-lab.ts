@@ -343,10 +343,20 @@ function collect(argv: string[], killAfterMs: number): Promise<string> {
   });
 }
 
-/** Client-visible gap: the largest interval between the starts of two successful probes, less one interval. */
+/**
+ * Client-visible gap: the longest stretch of the probe window without the start of a successful
+ * probe, less one interval. The window's first and last probes bound it, so an outage at the
+ * start or at the end counts too (not only one between two successes).
+ */
 export function largestGap(rs: { t: number; ok: boolean }[], intervalMs: number): number {
-  const ok = rs.filter((r) => r.ok).map((r) => r.t);
+  if (!rs.length) return 0;
+  const marks = [rs[0]!.t - intervalMs, ...rs.filter((r) => r.ok).map((r) => r.t), rs.at(-1)!.t + intervalMs];
   let gap = 0;
-  for (let i = 1; i < ok.length; i++) gap = Math.max(gap, ok[i]! - ok[i - 1]! - intervalMs);
+  for (let i = 1; i < marks.length; i++) gap = Math.max(gap, marks[i]! - marks[i - 1]! - intervalMs);
   return gap;
+}
+
+/** Until the VIP answers through the data plane (pools applied, addresses held). */
+export async function untilServing(lab: ClusterLab, ms = 30_000): Promise<void> {
+  await waitFor(async () => (await probeLoop(lab, { intervalMs: 50, timeoutMs: 500, count: 5, durationMs: 300 })).every((r) => r.ok), ms, "the VIP to answer");
 }

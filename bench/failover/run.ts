@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
-import { ClusterLab, VipWatch, probeLoop, echoClients, largestGap, waitFor, type System, type Link } from "./cluster-lab.ts";
+import { ClusterLab, VipWatch, probeLoop, echoClients, largestGap, waitFor, untilServing, type System, type Link } from "./cluster-lab.ts";
 import { nsExec } from "../../services/lab/topology.ts";
 
 const HERE = fileURLToPath(new URL(".", import.meta.url));
@@ -48,6 +48,7 @@ async function newLab(system: SysName, tag: string, opts: { timers?: { heartbeat
   const lab = new ClusterLab({ dir, prefix: `fb${randomBytes(2).toString("hex")}-`, system: system === "lvsflow-quorum" ? "lvsflow" : system, witness: system === "lvsflow-quorum", timers: opts.timers, rt: opts.rt ?? a.rt });
   await lab.up();
   await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 60_000, `${system}: lb1 to own the VIP`);
+  await untilServing(lab);
   return lab;
 }
 
@@ -55,6 +56,7 @@ interface Trial { gapMs: number; movedMs: number | null; ok: number; total: numb
 
 async function trial(lab: ClusterLab, system: SysName, mode: Mode, watch: VipWatch): Promise<Trial> {
   await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 30_000, "lb1 alone to hold the VIP before the trial");
+  await untilServing(lab);
   await sleep(700); // let the GARP burst of the previous takeover pass
   const post = system === "keepalived-v2" ? 5500 : 2500, pre = 1000;
   const echo = echoClients(lab, { conns: CONNS, intervalMs: 50, durationMs: pre + post + 500, graceMs: system === "keepalived-v2" ? 12_000 : 7000 });

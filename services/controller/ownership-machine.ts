@@ -19,7 +19,8 @@ export interface OwnershipInput {
   voters?: string[];
   /** Default: a third of the dead time. */
   guardMs?: number;
-  /** Default: the dead time. */
+  /** Default: twice the dead time (only the voluntary preempt handover waits it; a longer hold
+   *  keeps late views of a voter from costing the owner that voter's vote). */
   holdMs?: number;
   stepDownWithoutReals?: boolean;
 }
@@ -69,7 +70,7 @@ export const ownershipMachine = setup({
     s: {
       self: input.self, group: input.group, preempt: input.preempt, preemptDelayMs: input.preemptDelayMs, deadMs: input.deadMs,
       role: "backup", term: 0, peers: {}, busUp: true, startedAt: input.now, preferredSince: null,
-      voters: input.voters ?? [], views: {}, guardMs: input.guardMs ?? Math.round(input.deadMs / 3), holdMs: input.holdMs ?? input.deadMs, roleSince: input.now,
+      voters: input.voters ?? [], views: {}, guardMs: input.guardMs ?? Math.round(input.deadMs / 3), holdMs: input.holdMs ?? 2 * input.deadMs, roleSince: input.now,
       stepDownWithoutReals: input.stepDownWithoutReals ?? false, realsUp: {},
     },
     decision: null,
