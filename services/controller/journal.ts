@@ -8,6 +8,7 @@
 //   { k: "remove", t, m }                       a machine was stopped (e.g. its virtual service left the configuration)
 //   { k: "checkpoint", t, machines }            every machine's persisted snapshot: replay may begin here
 //   { k: "in", t, m, e, out? }                  machine m consumed event e; out = ids of the decisions it emitted
+//   { k: "note", t, out, why }                  a decision published by the controller itself, not by a machine
 //
 // Volume: a TICK that changes nothing but `context.now` is left out (replaying it would change
 // nothing either, because every machine assigns `now` from each event before reading it).
@@ -22,7 +23,8 @@ export type JournalEntry =
   | { k: "add"; t: number; m: string; kind: string; input: unknown; snapshot: unknown | null }
   | { k: "remove"; t: number; m: string }
   | { k: "checkpoint"; t: number; machines: Record<string, { kind: string; snapshot: unknown }> }
-  | { k: "in"; t: number; m: string; e: { type: string; [k: string]: unknown }; out?: string[] };
+  | { k: "in"; t: number; m: string; e: { type: string; [k: string]: unknown }; out?: string[] }
+  | { k: "note"; t: number; out: string[]; why: string };
 
 export type InputBatch = Omit<DataOf<"controller.inputs">, "node">;
 
@@ -97,6 +99,7 @@ export class InputJournal {
    * Call before actor.start() and before any event is sent to it.
    */
   attach<A extends JournaledActor>(key: string, kind: string, actor: A, input: unknown, snapshot: unknown | null): A {
+    this.machines.get(key)?.unsub(); // a machine replaced under the same key (e.g. a changed group)
     this.push({ k: "add", t: this.now(), m: key, kind, input, snapshot });
     const a: Attached = { kind, actor, emitted: 0, unsub: () => undefined };
     a.unsub = actor.on("*", () => { a.emitted++; }).unsubscribe;
@@ -146,6 +149,12 @@ export class InputJournal {
     const e = this.current;
     if (!e) return; // emitted outside a journaled send (cannot happen with attached machines)
     (e.out ??= []).push(eventId);
+    this.flush();
+  }
+
+  /** A decision the controller published without a machine emitting it (replay accounts for it, compares nothing). */
+  note(eventId: string, why: string): void {
+    this.push({ k: "note", t: this.now(), out: [eventId], why });
     this.flush();
   }
 

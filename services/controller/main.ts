@@ -10,6 +10,7 @@ import { poolMachine } from "./pool-machine.ts";
 import { ownershipMachine } from "./ownership-machine.ts";
 import { alive, hearsOf, leaseFor, selfEligible, quorumMode } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
+import { ControllerState } from "./snapshot.ts";
 
 const decisionsTotal = new client.Counter({ name: "lvsflow_controller_decisions_total", help: "Decisions published", labelNames: ["kind"], registers: [registry] });
 const termGauge = new client.Gauge({ name: "lvsflow_controller_term", help: "Ownership term per group", labelNames: ["group"], registers: [registry] });
@@ -43,13 +44,16 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     latest.set(key, { subject, ev });
     bus.publish(subject, ev);
   };
+  // Machine snapshots in Redis (restored here, bounded wait) and the input journal for replay.
+  const cs = await ControllerState.open(ctx);
 
   const pools = new Map<string, Actor<typeof poolMachine>>();
   const createPool = (vs: (typeof model.virtualServices)[number]) => {
-    const a = createActor(poolMachine, { input: { vs, policy: model.global.vantagePolicy, now: now() } });
+    const a = cs.create(`pool:${vs.id}`, poolMachine, { vs, policy: model.global.vantagePolicy, now: now() });
     a.on("decision", (d) => {
       const ev = makeEvent("decision.pool", { node, generation: nextGen(), pool: d.pool, changes: d.changes, fallbackActive: d.fallbackActive, ...(d.operator ? { operator: d.operator } : {}) },
         { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
+      cs.decided(ev);
       decisionsTotal.inc({ kind: "pool" });
       log.info({ vs: vs.id, reals: d.pool.reals.map((r) => `${r.address}:${r.port}/${r.weight}`), fallback: d.fallbackActive, changes: d.changes, eventId: ev.id }, "pool decision");
       send(`pool:${vs.id}`, subjects.decisionPool(site, node, vs.id), ev);
@@ -57,6 +61,8 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     });
     a.start();
     pools.set(vs.id, a);
+    const restored = cs.restoredDecision(`pool:${vs.id}`);
+    if (restored) send(`pool:${vs.id}`, subjects.decisionPool(site, node, vs.id), restored);
   };
   for (const vs of model.virtualServices) createPool(vs);
 
@@ -65,12 +71,13 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   let Q = quorumMode(voters);
   const owners = new Map<string, Actor<typeof ownershipMachine>>();
   const createOwner = (g: (typeof model.groups)[number]) => {
-    const a = createActor(ownershipMachine, { input: { self: node, group: g.name, priority: self?.priority ?? 0, preempt: g.preempt, preemptDelayMs: g.preemptDelayMs, deadMs: model.timers.deadMs, now: now(), voters, stepDownWithoutReals: g.stepDownWithoutReals } });
+    const a = cs.create(`owner:${g.name}`, ownershipMachine, { self: node, group: g.name, priority: self?.priority ?? 0, preempt: g.preempt, preemptDelayMs: g.preemptDelayMs, deadMs: model.timers.deadMs, now: now(), voters, stepDownWithoutReals: g.stepDownWithoutReals });
     a.on("decision", (d) => {
       // Quorum mode: a first lease of one guard time; owner.lease renewals extend it every tick.
       const leaseMs = Q && d.role === "owner" ? Math.round(model.timers.deadMs / 3) : null;
       const ev = makeEvent("decision.owner", { node, generation: nextGen(), group: g.name, role: d.role, term: d.term, owner: d.owner, addresses: g.addresses, garpScheduleMs: g.garpScheduleMs, why: d.why, leaseMs },
         { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
+      cs.decided(ev);
       decisionsTotal.inc({ kind: "owner" });
       termGauge.set({ group: g.name }, d.term);
       roleGauge.set({ group: g.name }, d.role === "owner" ? 1 : 0);
@@ -80,6 +87,8 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     });
     a.start();
     owners.set(g.name, a);
+    const restored = cs.restoredDecision(`owner:${g.name}`);
+    if (restored) send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), restored);
   };
   for (const g of model.groups) createOwner(g);
 
@@ -225,7 +234,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
     if (prev.global.vantagePolicy !== next.global.vantagePolicy) log.warn({ from: prev.global.vantagePolicy, to: next.global.vantagePolicy }, "the vantage policy of running pool machines changes at the next controller start");
     const keep = new Set(next.virtualServices.map((v) => v.id));
-    for (const [id, a] of pools) if (!keep.has(id)) { a.stop(); pools.delete(id); latest.delete(`pool:${id}`); log.info({ vs: id }, "virtual service removed"); }
+    for (const [id, a] of pools) if (!keep.has(id)) { a.stop(); pools.delete(id); cs.remove(`pool:${id}`); latest.delete(`pool:${id}`); log.info({ vs: id }, "virtual service removed"); }
     for (const vs of next.virtualServices) {
       const old = prev.virtualServices.find((v) => v.id === vs.id);
       if (!pools.has(vs.id)) { createPool(vs); log.info({ vs: vs.id }, "virtual service added"); }
@@ -235,7 +244,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     voters = [...new Set([...next.nodes.map((n) => n.name), ...(next.global.witnesses ?? [])])];
     Q = quorumMode(voters);
     const groups = new Set(next.groups.map((g) => g.name));
-    for (const [name, a] of owners) if (!groups.has(name)) { a.stop(); owners.delete(name); latest.delete(`owner:${name}`); log.info({ group: name }, "floating group removed"); }
+    for (const [name, a] of owners) if (!groups.has(name)) { a.stop(); owners.delete(name); cs.remove(`owner:${name}`); latest.delete(`owner:${name}`); log.info({ group: name }, "floating group removed"); }
     for (const g of next.groups) {
       const old = prev.groups.find((x) => x.name === g.name);
       if (owners.has(g.name) && !votersChanged && same(old, g)) continue;
@@ -245,9 +254,11 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
       // The last decision, re-sent every second, must carry the new addresses: same role and term.
       const last = latest.get(`owner:${g.name}`)?.ev;
       if (last?.type === "decision.owner") {
-        send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), makeEvent("decision.owner",
+        const resent = makeEvent("decision.owner",
           { ...last.data, generation: nextGen(), addresses: g.addresses, garpScheduleMs: g.garpScheduleMs, why: `configuration ${version} changed group ${g.name}; role unchanged` },
-          { source, causationId: null, configVersion: version }));
+          { source, causationId: null, configVersion: version });
+        cs.published(resent, "re-sent with the group's new addresses after a reload");
+        send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), resent);
       }
     }
     if (!same(prev.timers, next.timers)) log.warn("timer changes (heartbeat period) take effect at the next controller start");
@@ -256,11 +267,12 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
 
   return {
     updateModel,
-    async stop() { cmds?.stop(); clearInterval(fastTick); clearInterval(viewTimer); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
+    async stop() { cmds?.stop(); await cs.stop(); clearInterval(fastTick); clearInterval(viewTimer); clearInterval(slowTick); clearInterval(resend); for (const a of [...pools.values(), ...owners.values()]) a.stop(); },
     health() {
       return {
         ok: bus.connected,
         operator: cmds?.health(),
+        journal: cs.health(),
         bus: bus.connected,
         pools: Object.fromEntries([...pools].map(([id, a]) => [id, String(a.getSnapshot().value)])),
         quorum: Q ? { voters, hears: hearsOf(lastHeardAt, node, now(), model.timers.deadMs) } : null,

@@ -173,6 +173,8 @@ export function replay(batches: RecordedBatch[], decisions: Map<string, Event>, 
             live.get(en.m)?.actor.stop();
             live.set(en.m, start(machine, en.input, en.snapshot));
             synced = true;
+          } else if (en.k === "note") {
+            for (const id of en.out) referenced.add(id);
           } else if (en.k === "remove") {
             live.get(en.m)?.actor.stop();
             live.delete(en.m);

@@ -142,7 +142,9 @@ export class ControllerState {
     const kind = key.split(":")[0]!;
     const shape = machineShape(machine, input);
     const t = this.now();
+    // Only the first machine of a key is restored: one recreated later (live reload) starts fresh.
     const saved = this.saved.get(key);
+    this.saved.delete(key);
     let actor: Actor<M> | null = null;
     let from: unknown = null;
     if (saved) {
@@ -188,6 +190,11 @@ export class ControllerState {
     const key = this.journal.currentMachine;
     if (key) { this.last.set(key, ev); this.dirty.add(key); }
     this.journal.decided(ev.id);
+  }
+
+  /** A decision published by the controller itself (not emitted by a machine), e.g. re-sent with new addresses after a reload. */
+  published(ev: Event, why: string): void {
+    this.journal.note(ev.id, why);
   }
 
   /** The decision the restored machine `key` had last led to, to re-send at once (or null). */
