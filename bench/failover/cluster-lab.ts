@@ -282,17 +282,18 @@ export class VipWatch {
   async start(): Promise<void> {
     for (const lb of ["lb1", "lb2"] as LbName[]) {
       this.events.push({ t: Date.now(), lb, held: await this.lab.holds(lb) });
-      const p = spawn("ip", ["-n", this.lab.ns(lb), "monitor", "address"], { stdio: ["ignore", "pipe", "ignore"] });
+      // -ts: ip stamps each event itself (local time, µs), so a busy reader does not skew the timeline.
+      const p = spawn("ip", ["-ts", "-n", this.lab.ns(lb), "monitor", "address"], { stdio: ["ignore", "pipe", "ignore"], env: { ...process.env, TZ: "UTC" } });
       let buf = "";
       p.stdout!.on("data", (d) => {
-        const t = Date.now();
         buf += d;
         let k;
         while ((k = buf.indexOf("\n")) >= 0) {
           const line = buf.slice(0, k);
           buf = buf.slice(k + 1);
-          if (!line.includes(` ${VIP}/`)) continue;
-          this.events.push({ t, lb, held: !line.startsWith("Deleted") });
+          const m = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\] (.*)$/.exec(line);
+          if (!m || !m[2]!.includes(` ${VIP}/`)) continue;
+          this.events.push({ t: Date.parse(m[1]!.slice(0, 23) + "Z"), lb, held: !m[2]!.startsWith("Deleted") });
         }
       });
       this.procs.push(p);
