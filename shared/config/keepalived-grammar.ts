@@ -20,7 +20,9 @@ export function wordsOf(raw: string, line: number, c: Collector): Word[] {
   let i = 0;
   while (i < raw.length) {
     const ch = raw[i];
-    if (ch === " " || ch === "\t" || ch === "\r" || ch === "\f" || ch === "\v") { i++; continue; }
+    // Every blank the word loop below stops at (\s: also NBSP, BOM, Unicode spaces), or a word
+    // of length 0 would never advance i.
+    if (/\s/.test(ch)) { i++; continue; }
     if (ch === "#" || ch === "!") break; // a comment runs to the end of the line
     if (ch === "{" || ch === "}") { out.push({ text: ch, line, col: i + 1, quoted: false }); i++; continue; }
     if (ch === '"') {
