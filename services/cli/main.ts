@@ -11,7 +11,9 @@ const USAGE = `lvsflow — highly available load balancing with Linux kernel rul
   lvsflow config schema                                               JSON Schema of the native file
   lvsflow config push FILE… | history | diff A B | show V             configuration versions in Redis, live reload
   lvsflow lab up | down | status                                      the seed's cluster in network namespaces
-  lvsflow audit [--since T] [--vip V] [--real R] [--json]             recorded history, in order
+  lvsflow audit [--since T] [--vs V] [--real R] [--type T] [--json]   recorded history, in order; audit export: NDJSON
+  lvsflow why <vip[:port]|real> [--at TIME]                           causal chain: evidence → decision → kernel, with latencies
+  lvsflow replay --from T [--to T]                                    replay recorded controller inputs, compare the decisions
   lvsflow security init --out DIR --config FILE [--tls]               credentials and nats/redis server configs per role
   lvsflow status [--json] [--watch]                                   who owns what, which reals serve
   lvsflow drain <vip:port> <real> [--timeout 5m]                      weight 0, then out of the pool when its connections end
@@ -28,6 +30,8 @@ async function main(argv: string[]): Promise<number> {
     case "config": return (await import("./config.ts")).configCommand(rest);
     case "lab": return (await import("../lab/main.ts")).labCommand(rest);
     case "audit": return auditCommand(rest);
+    case "why": return (await import("./why.ts")).whyCommand(rest);
+    case "replay": return (await import("./replay.ts")).replayCommand(rest);
     case "status": return statusCommand(rest);
     case "security": return (await import("./security.ts")).securityCommand(rest);
     case "drain": case "enable": case "disable": case "maintenance": case "weight": case "failover":
