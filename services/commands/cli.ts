@@ -118,7 +118,7 @@ export async function operatorCommand(action: (typeof COMMANDS)[number], args: s
       waitMs: values.wait ? parseDuration(String(values.wait)) : 15_000,
       waitDone: action === "drain" && !values["no-wait"],
       onAck: (a) => say(`  ${a.node}: ${a.status} — ${a.detail}\n`),
-      onConnections: (c) => say(`  connections: ${Object.entries(c).map(([n, k]) => `${n} ${k}`).join(", ")}\n`),
+      onConnections: (c) => say(`  connections: ${Object.entries(c).sort().map(([n, k]) => `${n} ${k}`).join(", ")}\n`),
     });
     process.stdout.write(json ? JSON.stringify(r) + "\n" : renderResult(r, false));
     return r.ok ? 0 : 1;

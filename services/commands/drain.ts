@@ -18,7 +18,7 @@ export function drainStatus(e: OverrideEntry, reports: Iterable<ConnReport>, now
   const timeoutMs = typeof e.value === "number" ? e.value : 0;
   const recent = [...reports].filter((r) => now - r.at <= freshMs);
   const left: Record<string, number> = {};
-  for (const r of recent) left[r.node] = r.counts.get(connKey(e.vs ?? "", e.real ?? "")) ?? 0;
+  for (const r of [...recent].sort((a, b) => a.node.localeCompare(b.node))) left[r.node] = r.counts.get(connKey(e.vs ?? "", e.real ?? "")) ?? 0;
   const total = Object.values(left).reduce((a, b) => a + b, 0);
   const list = () => Object.entries(left).map(([n, c]) => `${n} ${c}`).join(", ");
   const elapsed = ((now - e.at) / 1000).toFixed(1);

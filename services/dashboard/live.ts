@@ -17,6 +17,8 @@ export interface LiveOptions {
 }
 
 const dec = new TextDecoder();
+/** The query's body: JSON, so careless subscribers of lvsflow.<site>.> can at least parse it. */
+const QUERY = new TextEncoder().encode("{}");
 
 export class LiveCluster {
   readonly state: ClusterState;
@@ -29,7 +31,9 @@ export class LiveCluster {
   }
 
   start(): this {
-    const handle = (data: Uint8Array) => {
+    const query = subjects.queryView(this.site);
+    const handle = (data: Uint8Array, subject: string) => {
+      if (subject === query) return; // another viewer's status query, not an event
       let ev: Event;
       try {
         const p = Event.safeParse(JSON.parse(dec.decode(data)));
@@ -42,7 +46,7 @@ export class LiveCluster {
     for (const subject of [subjects.all(this.site), this.inbox]) {
       const sub = this.nc.subscribe(subject);
       this.subs.push(sub);
-      void (async () => { for await (const m of sub) handle(m.data); })();
+      void (async () => { for await (const m of sub) handle(m.data, m.subject); })();
     }
     this.query();
     if (this.o.queryEveryMs) this.timer = setInterval(() => this.query(), this.o.queryEveryMs);
@@ -52,7 +56,7 @@ export class LiveCluster {
   /** Asks every controller for its view; replies arrive on our inbox and are folded in. */
   query(): void {
     if (this.nc.isClosed()) return;
-    try { this.nc.publish(subjects.queryView(this.site), new Uint8Array(0), { reply: this.inbox }); } catch { /* reconnecting */ }
+    try { this.nc.publish(subjects.queryView(this.site), QUERY, { reply: this.inbox }); } catch { /* reconnecting */ }
   }
 
   stop(): void {
