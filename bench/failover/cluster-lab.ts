@@ -245,6 +245,17 @@ vrrp_instance VI_WEB {
     await mustRun(["ip", "-n", this.witnessNs, "link", "set", lb === "lb1" ? "l1" : "l2", st]);
   }
 
+  /**
+   * Forget every neighbour entry of the client and the reals, so a trial starts from the current
+   * owner's MAC. Without it, an entry learnt from the backup during a preempt overlap can outlive
+   * the owner's gratuitous ARPs (Linux ignores them for `locktime`, 1 s, after an update), and the
+   * backup, which has the same rules, silently keeps forwarding: cutting the owner would then
+   * measure nothing.
+   */
+  async flushNeighbours(): Promise<void> {
+    for (const n of ["cli", "rs1", "rs2"]) await mustRun(["ip", "-n", this.ns(n), "neigh", "flush", "all"]);
+  }
+
   async holds(lb: LbName): Promise<boolean> {
     const r = await runArgv(["ip", "-n", this.ns(lb), "-j", "addr", "show", "dev", "front"]);
     return r.stdout.includes(`"${VIP}"`);

@@ -56,8 +56,9 @@ interface Trial { gapMs: number; movedMs: number | null; ok: number; total: numb
 
 async function trial(lab: ClusterLab, system: SysName, mode: Mode, watch: VipWatch): Promise<Trial> {
   await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 30_000, "lb1 alone to hold the VIP before the trial");
-  await untilServing(lab);
   await sleep(700); // let the GARP burst of the previous takeover pass
+  await lab.flushNeighbours();
+  await untilServing(lab);
   const post = system === "keepalived-v2" ? 5500 : 2500, pre = 1000;
   const echo = echoClients(lab, { conns: CONNS, intervalMs: 50, durationMs: pre + post + 500, graceMs: system === "keepalived-v2" ? 12_000 : 7000 });
   await sleep(300); // connections established
