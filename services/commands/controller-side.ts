@@ -94,8 +94,8 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
       { source, causationId: commandId, correlationId: commandId, configVersion: ctx.configVersion }));
   };
 
-  const persist = () => {
-    try { saveOverrides(path, map); } catch (e) { log.error({ err: String(e), path }, "could not save operator overrides"); }
+  const persist = (write = true) => {
+    if (write) try { saveOverrides(path, map); } catch (e) { log.error({ err: String(e), path }, "could not save operator overrides"); }
     const by: Record<string, number> = { disabled: 0, maintenance: 0, weight: 0, drain: 0, pin: 0 };
     for (const e of map.values()) if (e.value !== null) by[e.kind] = (by[e.kind] ?? 0) + 1;
     for (const [k, n] of Object.entries(by)) overridesGauge.set({ kind: k }, n);
@@ -120,6 +120,8 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
     for (const vs of M().virtualServices) {
       const ov = overridesFor(vs, map, lookup);
       const json = JSON.stringify(ov);
+      // First look at a machine: compare with what it holds (nothing, or what a snapshot restored).
+      if (!lastOv.has(vs.id)) lastOv.set(vs.id, JSON.stringify(m.pools.get(vs.id)?.getSnapshot().context.overrides ?? {}));
       if (lastOv.get(vs.id) === json) continue;
       lastOv.set(vs.id, json);
       m.sendPool(vs.id, { type: "OVERRIDE", now, overrides: ov, eventId: cause(vs.id, ov) });
@@ -292,7 +294,7 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
 
   // Overrides restored from disk are in force before the first pool decision.
   reapply(Date.now(), (vs) => newestCause(vs));
-  persist();
+  persist(false);
   publishState();
   const timer = setInterval(() => {
     const now = Date.now();

@@ -121,8 +121,9 @@ export function pinFor(group: string, map: OverrideMap): { node: string; why: st
  * gives weight 0 (quiescent), a weight override applies while the real is up. When the overrides
  * leave no real with a weight, the fallback server takes over, as when every real is down.
  */
-export function applyOverrides(pool: PoolSpec, ov: Record<string, OperatorOverride>, vs: VirtualService, isUp: (real: string) => boolean): PoolSpec {
-  if (!Object.keys(ov).length) return pool;
+export function applyOverrides(pool: PoolSpec, ov: Record<string, OperatorOverride> | undefined, vs: VirtualService, isUp: (real: string) => boolean): PoolSpec {
+  // undefined: a machine restored from a snapshot taken before overrides existed.
+  if (!ov || !Object.keys(ov).length) return pool;
   const reals: PoolSpec["reals"] = [];
   for (const r of pool.reals) {
     const id = realId(r);

@@ -63,7 +63,7 @@ export const poolMachine = setup({
         ? Object.entries(context.pool.reals).filter(([, r]) => r.state !== "unknown").map(([real, r]) => ({ real, from: "unknown" as const, to: r.state as "up" | "down", why: r.why }))
         : context.transitions;
       enqueue.assign({ lastDesired: key });
-      const operator = Object.values(context.overrides);
+      const operator = Object.values(context.overrides ?? {});
       enqueue.emit({ type: "decision", pool: desired, fallbackActive: desired.fallback !== null, changes, causationId: context.cause, ...(operator.length ? { operator } : {}) });
     }),
   },
