@@ -55,7 +55,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
         { source, causationId: d.causationId, correlationId: corrOf(d.causationId), configVersion: ctx.configVersion });
       cs.decided(ev);
       decisionsTotal.inc({ kind: "pool" });
-      log.info({ vs: vs.id, reals: d.pool.reals.map((r) => `${r.address}:${r.port}/${r.weight}`), fallback: d.fallbackActive, changes: d.changes, eventId: ev.id }, "pool decision");
+      log.info({ vs: vs.id, reals: d.pool.reals.map((r) => `${r.address}:${r.port}/${r.weight}`), fallback: d.fallbackActive, changes: d.changes, eventId: ev.id, causationId: ev.causationId, correlationId: ev.correlationId }, "pool decision");
       send(`pool:${vs.id}`, subjects.decisionPool(site, node, vs.id), ev);
       cmds?.decided(ev);
     });
@@ -81,7 +81,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
       decisionsTotal.inc({ kind: "owner" });
       termGauge.set({ group: g.name }, d.term);
       roleGauge.set({ group: g.name }, d.role === "owner" ? 1 : 0);
-      log.info({ group: g.name, role: d.role, term: d.term, why: d.why, eventId: ev.id }, "ownership decision");
+      log.info({ group: g.name, role: d.role, term: d.term, why: d.why, eventId: ev.id, causationId: ev.causationId, correlationId: ev.correlationId }, "ownership decision");
       send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), ev);
       cmds?.decided(ev);
     });

@@ -88,7 +88,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
         const gen = Math.max(...[...pools.values()].map((p) => p.generation));
         if (r.ok) { state.appliedGeneration = gen; saveState(statePath, state); appliedOnce = true; }
         if (r.ops.length || !r.ok) {
-          log[r.ok ? "info" : "error"]({ ops: r.ops.length, error: r.error, readback: r.readback, ms: Math.round(r.durationMs) }, r.ok ? "applied virtual services" : "apply failed");
+          log[r.ok ? "info" : "error"]({ ops: r.ops.length, error: r.error, readback: r.readback, ms: Math.round(r.durationMs), causationId: cause?.eventId ?? null, correlationId: cause?.correlationId ?? cause?.eventId ?? null }, r.ok ? "applied virtual services" : "apply failed");
           report("pool", r, gen, cause);
         }
         if (r.drift?.length) bus.publish(subjects.report(site, node, "drift"), makeEvent("executor.drift", { node, found: r.drift, repaired: r.ok }, { source, causationId: cause?.eventId ?? null, correlationId: cause?.correlationId ?? cause?.eventId ?? null, configVersion: ctx.configVersion }));
@@ -189,7 +189,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
         log.warn({ group: name, ops }, "repaired address drift");
         bus.publish(subjects.report(site, node, "drift"), makeEvent("executor.drift", { node, found: ops, repaired: !error }, { source, causationId: g.eventId, correlationId: g.correlationId, configVersion: ctx.configVersion }));
       } else {
-        log.info({ group: name, role: g.role, term: g.term, ops, error }, "applied ownership");
+        log.info({ group: name, role: g.role, term: g.term, ops, error, causationId: g.eventId, correlationId: g.correlationId ?? g.eventId }, "applied ownership");
         report("owner", r, g.generation, g);
       }
     }
