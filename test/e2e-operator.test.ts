@@ -317,6 +317,9 @@ test("dashboard in Chromium: a real failure shows on the page within a second; c
     await page.waitForSelector("#why .self");
     await page.waitForSelector("#why .cause >> text=health.result");
     await page.waitForSelector("#why .effect >> text=executor.applied");
+    // …and lvsflow why's chain of that decision, with the latency of each step.
+    await page.waitForSelector("#why .step >> text=evidence");
+    await page.waitForSelector("#why .step >> text=decision");
 
     // A command from the page, as alice: maintenance on rs1:443 and off again.
     const row443 = `tr.real[data-vs="${VS443}"][data-real="${REAL.rs1}:443"]`;

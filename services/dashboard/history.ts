@@ -54,6 +54,8 @@ export class EventIndex {
   get(id: string): Event | undefined { return this.byId.get(id); }
   effects(id: string): Event[] { return [...(this.children.get(id) ?? [])].map((c) => this.byId.get(c)!).filter(Boolean); }
   get size() { return this.byId.size; }
+  /** Every event held, oldest first. */
+  all(): Event[] { return [...this.byId.values()].sort((a, b) => a.time.localeCompare(b.time)); }
 }
 
 export interface WhyChain { event: TimelineItem | null; causes: TimelineItem[]; effects: (TimelineItem & { depth: number })[]; missing: string | null }

@@ -24,6 +24,7 @@ import { Auth, sessionCookie, type Session } from "./auth.ts";
 import { EventIndex, item, readRecent, whyChain } from "./history.ts";
 import { issueCommand } from "../commands/client.ts";
 import { entriesFor } from "../commands/overrides.ts";
+import { why as decisionWhy } from "../cli/why.ts";
 
 const PAGE = fileURLToPath(new URL("./page.html", import.meta.url));
 const sseClients = new client.Gauge({ name: "lvsflow_dashboard_stream_clients", help: "Browsers connected to the live stream", registers: [registry] });
@@ -145,7 +146,21 @@ export async function startDashboard(ctx: ServiceContext, o: DashboardOptions = 
       } catch (e) { return json(res, 503, { error: `audit history unavailable: ${e instanceof Error ? e.message : String(e)}` }); }
     }
     const why = /^\/api\/why\/([A-Za-z0-9_.:-]{8,64})$/.exec(url.pathname);
-    if (why) return json(res, 200, whyChain(index, why[1]!));
+    if (why) {
+      const w = whyChain(index, why[1]!);
+      // A decision also gets `lvsflow why`'s chain: evidence → decision → kernel, with latencies.
+      const ev = index.get(why[1]!);
+      let chain = null;
+      if (ev && (ev.type === "decision.pool" || ev.type === "decision.owner")) {
+        const target = ev.type === "decision.owner" ? ev.data.group : ev.data.changes[0]?.real ?? ev.data.pool.vs;
+        try {
+          const r = decisionWhy(target, Date.parse(ev.time), index.all(), null, 3);
+          const c = r.chains.find((x) => x.steps.some((st) => st.event?.id === ev.id));
+          if (c) chain = { title: c.title, complete: c.complete, latency: c.latency, steps: c.steps.map((st) => ({ kind: st.kind, time: st.time, node: st.node, text: st.text, afterMs: st.afterMs })) };
+        } catch (e) { log.warn({ err: String(e), id: ev.id }, "why chain failed"); }
+      }
+      return json(res, 200, { ...w, chain });
+    }
     if (url.pathname === "/api/command" && req.method === "POST") {
       const b = (await body(req)) as Record<string, unknown>;
       const parsed = CommandRequest.safeParse({ ...b, issuedBy: `${session.user} via dashboard from ${ip(req)}` });
