@@ -118,7 +118,9 @@ export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision 
   if (d.configVersion && prev && prev.configVersion !== d.configVersion) {
     const pushed = evs.find((e) => e.type === "config.pushed" && e.data.version === d.configVersion && ms(e) <= ms(d));
     if (pushed) evidence(step("config", pushed, null));
-    const applied = evs.find((e) => e.type === "config.applied" && e.data.version === d.configVersion && e.data.node === d.data.node);
+    // The controller's own report first: it is the service that took the decision.
+    const reports = evs.filter((e): e is EventOf<"config.applied"> => e.type === "config.applied" && e.data.version === d.configVersion && e.data.node === d.data.node);
+    const applied = reports.find((e) => e.data.service === "controller" || e.data.service === "node") ?? reports[0];
     if (applied) steps.push(step("config", applied, pushed ? ms(pushed) : null, `${describe(applied)}   (announced once every service took it)`));
     if (!pushed && !applied) evidence({ kind: "config", time: d.time, node: d.data.node, text: `configuration ${d.configVersion} in force (was ${prev.configVersion})`, afterMs: null, event: null });
   }
@@ -127,7 +129,9 @@ export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision 
   const applied = appliedFor(d, evs);
   if (applied) steps.push({ ...step("kernel", applied, ms(d)), ops: applied.data.ops });
   const what = d.type === "decision.pool"
-    ? (real ? d.data.changes.filter((c) => realMatches(c.real, real)).map((c) => `real ${c.real} of ${d.data.pool.vs} went ${c.to.toUpperCase()}`).join(", ") : "") || `${d.data.pool.vs} changed`
+    ? (real ? d.data.changes.filter((c) => realMatches(c.real, real)).map((c) => `real ${c.real} of ${d.data.pool.vs} went ${c.to.toUpperCase()}`).join(", ") : "")
+      || (d.data.changes.length ? `${d.data.pool.vs}: ${d.data.changes.map((c) => `${c.real} ${c.to.toUpperCase()}`).join(", ")}` : "")
+      || `${d.data.pool.vs} changed${steps.some((s) => s.kind === "config") ? ` with configuration ${d.configVersion}` : ""}`
     : `group ${d.data.group}: ${d.data.node} became ${d.data.role.toUpperCase()} (term ${d.data.term})`;
   return {
     title: `${what} — decided by ${d.data.node}`,
