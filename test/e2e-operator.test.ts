@@ -134,6 +134,15 @@ test("status --json: owner, term and each node's view; every real's weight per n
   }
   const text = await run(["status"]);
   assert.match(text.out, /web \(198\.51\.100\.50\/24@front, 203\.0\.113\.1\/24@back\): owner lb1, term \d+/);
+  // --watch --json: one picture per interval, as NDJSON, until interrupted.
+  const w = lvsflow(["status", "--watch", "--json", "--interval", "500ms"], 30_000);
+  let buf = "";
+  w.child.stdout!.on("data", (d) => (buf += d));
+  await waitFor(() => buf.split("\n").filter(Boolean).length >= 3, 20_000, "three pictures from status --watch");
+  w.child.kill("SIGINT");
+  const pics = buf.split("\n").filter(Boolean).slice(0, 3).map((l) => JSON.parse(l) as ClusterSnapshot);
+  assert.ok(pics.every((p) => p.groups[0]?.owner === "lb1" && p.services.length === 2));
+  assert.equal((await w.done).code, 0, "SIGINT ends the watch cleanly");
 });
 
 test("drain: the drained real gets no new connection (not even a persistent client's), keeps its open one, and leaves the pool when that ends", async () => {
