@@ -238,6 +238,25 @@ vrrp_instance VI_WEB {
     if (up) await mustRun(["ip", "-n", this.ns(lb), "link", "set", "wl", "up"]);
   }
 
+  /**
+   * The node dies to the network at one instant: one nft transaction drops every frame in and out
+   * of all its interfaces (netdev ingress/egress). Links stay up (no carrier change for anyone to
+   * notice, no flooding), so what the others see is exactly a dead or unplugged node.
+   * (Taking veths down is no sharp instant on a loaded machine: each `link set down` waits for an
+   * RCU grace period, hundreds of ms apart.)
+   */
+  async isolate(lb: LbName, on: boolean): Promise<void> {
+    const ifs = ["front", "back", "sync0", "wl"];
+    const script = on
+      ? `table netdev lvsflow_bench_cut {
+${ifs.map((i) => `  chain in_${i} { type filter hook ingress device "${i}" priority -500; policy drop; }
+  chain out_${i} { type filter hook egress device "${i}" priority -500; policy drop; }`).join("\n")}
+}
+`
+      : "delete table netdev lvsflow_bench_cut\n";
+    await mustRun(nsExec(this.ns(lb), ["nft", "-f", "-"]), { input: script });
+  }
+
   /** One management link between two voters (both ends). */
   async link(l: Link, up: boolean): Promise<void> {
     const st = up ? "up" : "down";

@@ -3,6 +3,9 @@
 // quorum mode under random partitions, and false failovers under CPU load. Prints tables;
 // not a test (no assertion on timings). Root; installs keepalived and stress-ng (install.sh).
 //
+// "linkdown" = the owner is cut off from every network at one instant (all its frames dropped in
+// one nft transaction; see ClusterLab.isolate), its processes keep running.
+//
 //   npx tsx bench/failover/run.ts [--trials 10] [--systems lvsflow,keepalived-v3,keepalived-v2]
 //       [--modes linkdown,kill9,natskill,graceful] [--conns 20] [--partition-s 60] [--load-s 120]
 //       [--witness-too] [--json FILE] [--skip-failover]
@@ -65,14 +68,14 @@ async function trial(lab: ClusterLab, system: SysName, mode: Mode, watch: VipWat
   const probes = probeLoop(lab, { intervalMs: 20, timeoutMs: 150, count: Math.ceil((pre + post) / 20), durationMs: pre + post });
   await sleep(pre);
   const tf = Date.now();
-  if (mode === "linkdown") await lab.links("lb1", false);
+  if (mode === "linkdown") await lab.isolate("lb1", true);
   else if (mode === "kill9") await lab.kill9("lb1");
   else if (mode === "natskill") lab.killNats("lb1");
   else await lab.stop("lb1");
   const rs = await probes;
   const moved = watch.firstAdd("lb2", tf);
   // restore, and let lb1 take the group back (preempt)
-  if (mode === "linkdown") await lab.links("lb1", true);
+  if (mode === "linkdown") await lab.isolate("lb1", false);
   else if (mode === "natskill") await lab.restartNats("lb1");
   else await lab.restart("lb1");
   const tr = Date.now();
