@@ -139,7 +139,7 @@ test("drain: waits for a count taken after it began, then for zero connections, 
   let s = drainStatus(e, [rep("lb1", 9_900, 0), rep("lb2", 10_500, 0)], 10_600);
   assert.equal(s.done, false); assert.match(s.why, /waiting for a count from lb1/);
   s = drainStatus(e, [rep("lb1", 11_000, 2), rep("lb2", 10_500, 0)], 11_100);
-  assert.equal(s.done, false); assert.match(s.why, /2 connection\(s\) left \(lb1 2, lb2 0\) after 1\.1 s/);
+  assert.equal(s.done, false); assert.equal(s.why, "2 connection(s) left (lb1 2, lb2 0)");
   s = drainStatus(e, [rep("lb1", 14_000, 0), rep("lb2", 14_000, 0)], 14_100);
   assert.equal(s.done, true); assert.match(s.why, /no connections left \(lb1 0, lb2 0\) after 4\.1 s/);
   s = drainStatus(e, [rep("lb1", 14_000, 0), rep("lb2", 5_000, 3)], 14_100);

@@ -30,5 +30,6 @@ export function drainStatus(e: OverrideEntry, reports: Iterable<ConnReport>, now
   const waiting = recent.filter((r) => r.at < e.at).map((r) => r.node);
   if (waiting.length) return { done: false, why: `waiting for a count from ${waiting.join(", ")}`, left };
   if (total === 0) return { done: true, why: `no connections left (${list()}) after ${elapsed} s`, left };
-  return { done: false, why: `${total} connection(s) left (${list()}) after ${elapsed} s`, left };
+  // No elapsed time here: the text travels in the pool's overrides, which should change only with the counts.
+  return { done: false, why: `${total} connection(s) left (${list()})`, left };
 }
