@@ -205,8 +205,8 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
       if (dec && !dec.pool.reals.some((r) => realId(r) === e.real)) pending.push({ commandId: id, action: "drain", phase: "done", started: now, deadline: now + ACK_TIMEOUT_MS, generation: dec.generation, detail });
       else ack(id, "done", `${detail} (this node has published no pool decision for it yet)`, null, "drain");
     }
-    // Draining overrides carry the live count in their why: refresh them.
-    reapply(now, (vs) => newestCause(vs));
+    // Draining overrides carry the live count in their why: refresh them (drains only change with time).
+    if ([...map.values()].some((e) => e.kind === "drain" && e.value !== null)) reapply(now, (vs) => newestCause(vs));
   };
 
   // ---- answers, once this node's executor shows the change
