@@ -49,7 +49,7 @@ function matches(m: Record<string, string>, f: AuditFilter, types: string[] | nu
   if (f.vip && !(m.vs ?? "").includes(f.vip) && !(m.group ?? "") .includes(f.vip) && !(m.addr ?? "").split(",").some((a) => f.vip === a || f.vip!.startsWith(a + ":"))) return false;
   if (f.real && !(m.real ?? "").split(",").some((r) => r === f.real || r.startsWith(f.real + ":") || r.includes(f.real!))) return false;
   if (f.node && m.node !== f.node) return false;
-  if (types && !types.some((t) => m.type === t || m.type?.startsWith(t + ".") || m.type?.startsWith(t))) return false;
+  if (types && !types.some((t) => m.type?.startsWith(t))) return false;
   if (f.correlation && m.corr !== f.correlation && m.id !== f.correlation && m.cause !== f.correlation) return false;
   return true;
 }
@@ -98,7 +98,8 @@ const USAGE = `usage: lvsflow audit [filters] [--json]           the history as 
        lvsflow audit export [filters] [--out FILE]  NDJSON (one event per line) for other tools
 filters:
   --since T --until T     time range: ISO 8601, HH:MM[:SS] (today), now, or 10m / 2h / 1d ago
-  --vs V  (--vip V)       virtual service or VIP ("198.51.100.50:80", "tcp:198.51.100.50:80", "198.51.100.50")
+  --vs V  (--vip V)       virtual service or VIP ("tcp:198.51.100.50:80" exactly; "198.51.100.50:80" or
+                          "198.51.100.50" also with the ownership of the group holding that address)
   --real R                real server ("203.0.113.11:80" or "203.0.113.11")
   --node N                LB node (or prober / service instance)
   --type T[,T]            event types or prefixes: health, decision, decision.pool, executor.applied, config…
