@@ -62,6 +62,17 @@ export function loadConfig(files: string[], opts: LoadOptions = {}): LoadedConfi
 
 /** The pure core of loadConfig, for texts already in memory (the lab maps the seed's addresses first). */
 export function loadConfigSources(sources: { path: string; text: string }[], opts: LoadOptions = {}): LoadedConfig {
+  try {
+    return loadUnguarded(sources, opts);
+  } catch (e) {
+    // A file nested thousands of levels deep overflows a recursive parser (yaml's composer, the
+    // keepalived tree): a clear error, not a crash of the service reloading it.
+    if (!(e instanceof RangeError) || !/call stack/i.test(e.message)) throw e;
+    throw new ConfigError([{ file: sources[0]?.path ?? "(none)", line: 1, col: 1, severity: "error", directive: null, message: "cannot read the configuration: it nests too deeply (blocks, lists or maps thousands of levels deep)" }]);
+  }
+}
+
+function loadUnguarded(sources: { path: string; text: string }[], opts: LoadOptions): LoadedConfig {
   const diagnostics: Diagnostic[] = [];
   const all: { path: string; text: string }[] = [];
   const nodes: { node: LbNode; at: Position }[] = [];
