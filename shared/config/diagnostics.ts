@@ -70,3 +70,35 @@ export class Collector {
     this.diagnostics.push(d);
   }
 }
+
+// ---- secrets never travel in diagnostics ----------------------------------------------------
+
+/** Values written after credential keys (login, passwd, secret, database, auth_pass), in any format. */
+const SECRET_VALUE = /\b(?:login|passwd|password|secret|database|auth_pass)\b["']?\s*[=:]?\s*["']?([^"'\s#,}\]]{4,})/gi;
+
+/** The credential values a configuration text holds, longest first. */
+export function secretsIn(text: string): string[] {
+  const found = new Set<string>();
+  for (const m of text.matchAll(SECRET_VALUE)) found.add(m[1]!);
+  return [...found].sort((a, b) => b.length - a.length);
+}
+
+/** Replaces every occurrence of `secrets` in the diagnostics' texts, so a mangled line that
+ *  carries a password (say, a directive name run into its value) is never echoed. */
+export function scrubDiagnostics(ds: Diagnostic[], secrets: readonly string[]): Diagnostic[] {
+  if (!secrets.length) return ds;
+  const scrub = (t: string) => secrets.reduce((acc, sec) => (acc.includes(sec) ? acc.split(sec).join("[redacted]") : acc), t);
+  for (const d of ds) {
+    d.message = scrub(d.message);
+    if (d.fix) d.fix = scrub(d.fix);
+    if (d.directive) d.directive = scrub(d.directive);
+  }
+  return ds;
+}
+
+/** A directive name as diagnostics show it: cut where it stops looking like one, since a mangled
+ *  line may run a password into it (`secrS3cret…`). Real directive names are shown whole. */
+export function shownKey(key: string): string {
+  const head = /^(?:[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*|[A-Z][A-Z0-9_]*)/.exec(key)?.[0] ?? "";
+  return head.length === key.length && key.length <= 40 ? key : `${head.slice(0, 32)}…`;
+}

@@ -2,7 +2,7 @@
 // statement lvsflow does not use is reported (no equivalent → warning; unknown keyword → warning,
 // or an error with --strict). Every report names the statement's line and column.
 import { isIP } from "node:net";
-import type { Collector } from "./diagnostics.ts";
+import { shownKey, type Collector } from "./diagnostics.ts";
 import type { KStmt, Word } from "./keepalived-grammar.ts";
 
 export class KCtx {
@@ -14,12 +14,12 @@ export class KCtx {
   /** A statement lvsflow has no equivalent for: reported on its own line, then ignored. */
   ignored(s: KStmt, instead?: string): void {
     const inner = s.block ? ` (with its ${count(s.block)} line${count(s.block) === 1 ? "" : "s"})` : "";
-    this.c.warn(s.key.line, s.key.col, s.key.text, `no lvsflow equivalent, ignored${inner}${instead ? `: ${instead}` : ""}`);
+    this.c.warn(s.key.line, s.key.col, shownKey(s.key.text), `no lvsflow equivalent, ignored${inner}${instead ? `: ${instead}` : ""}`);
   }
 
   /** A keyword keepalived does not have in this place (a typo, or a newer keepalived). */
   unknown(s: KStmt, where: string): void {
-    this.c.gotcha(s.key.line, s.key.col, s.key.text, `unknown keyword in ${where}, ignored`);
+    this.c.gotcha(s.key.line, s.key.col, shownKey(s.key.text), `unknown keyword in ${where}, ignored`);
   }
 
   /** The n-th argument, or an error naming what is missing. */
@@ -50,8 +50,12 @@ export class KCtx {
   }
 }
 
+/** Statements in a block, nested ones too (iterative: a hostile file may nest thousands deep). */
 function count(b: KStmt[]): number {
-  return b.reduce((n, s) => n + 1 + (s.block ? count(s.block) : 0), 0);
+  let n = 0;
+  const todo = [b];
+  while (todo.length) for (const s of todo.pop()!) { n++; if (s.block) todo.push(s.block); }
+  return n;
 }
 
 /** keepalived writes a block's keywords one per line, but `url { path / status_code 200 }` puts

@@ -3,7 +3,7 @@
 // warning on its own line; what cannot be imported faithfully (SCTP, UDP_CHECK, include, …) is an
 // error. Bad input never throws.
 import type { FloatingGroup, LbNode, VirtualService } from "../schemas/config.ts";
-import { Collector, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
+import { Collector, scrubDiagnostics, secretsIn, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
 import { parseKeepalivedTree, type KStmt, type Word } from "./keepalived-grammar.ts";
 import { KCtx } from "./keepalived-values.ts";
 import { readInstance, readSyncGroup, vrrpToModel, type SyncGroup, type VrrpInstance } from "./keepalived-vrrp.ts";
@@ -104,7 +104,7 @@ export function parseKeepalived(text: string, file: string, opts: KeepalivedOpti
     }
   }
   const { groups, nodes } = vrrpToModel(x, instances, syncs, routerId);
-  return { virtualServices: vss, groups, nodes, diagnostics: sortDiagnostics(c.diagnostics) };
+  return { virtualServices: vss, groups, nodes, diagnostics: scrubDiagnostics(sortDiagnostics(c.diagnostics), secretsIn(text)) };
 }
 
 /** A keepalived.conf, told from an ldirectord.cf or a YAML file by its keywords. */

@@ -8,7 +8,7 @@
 // lenient (default): also reads files whose indentation was lost (the seed): an unindented
 //   per-virtual directive after a `virtual=` line belongs to that block, with a warning naming
 //   the line. Trailing comments are stripped (with a warning on global lines).
-import type { Collector } from "./diagnostics.ts";
+import { shownKey, type Collector } from "./diagnostics.ts";
 import { DIRECTIVES } from "./ldirectord-directives.ts";
 
 export interface Stmt {
@@ -139,7 +139,8 @@ function statement(raw: string, indent: number, no: number, virtualLine: boolean
   const m = /^([A-Za-z][A-Za-z0-9_-]*)(\s*)(=?)(\s*)/.exec(content);
   const col = indent + 1;
   if (!m) {
-    c.error(no, col, null, `cannot read "${content.trim().slice(0, 40)}" as directive = value`);
+    // The line is not echoed: a mangled line may carry a password.
+    c.error(no, col, null, "cannot read this line as directive = value");
     return null;
   }
   const key = m[1];
@@ -169,7 +170,7 @@ function statement(raw: string, indent: number, no: number, virtualLine: boolean
   }
   if (!m[3]) {
     if (value !== "" || key !== "supervised") {
-      c.error(no, col + key.length, key, "expected '=' after the directive name", `${key} = ${value || "…"}`);
+      c.error(no, col + key.length, shownKey(key), "expected '=' after the directive name", `${shownKey(key)} = …`);
       return null;
     }
     c.warn(no, col, key, "a bare supervised is deprecated in ldirectord", "supervised = yes");

@@ -3,7 +3,7 @@
 // defaults (reference §1.2-§1.4) into the model. Bad input never throws: it becomes diagnostics.
 import { hostname } from "node:os";
 import { VirtualService, vsId, realId, type Real } from "../schemas/config.ts";
-import { Collector, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
+import { Collector, scrubDiagnostics, secretsIn, shownKey, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
 import { layoutLdirectord, type Block, type Stmt } from "./ldirectord-grammar.ts";
 import { DIRECTIVES, suggest, type Ctx, type GlobalSettings, type VirtualSettings } from "./ldirectord-directives.ts";
 import { type Family, type FallbackSpec, isProblem, parseVirtualAddress, serviceForPort, type VirtualAddress } from "./ldirectord-values.ts";
@@ -78,7 +78,7 @@ export function parseLdirectord(text: string, file: string, opts: LdirectordOpti
       if (s) c.warn(s.line, s.col, s.key, "ldirectord ignores a per-virtual checkinterval unless fork = yes; lvsflow applies it");
     }
   }
-  return { virtualServices: out, global: { autoreload: g.autoreload ?? false, fork: g.fork ?? false }, diagnostics: sortDiagnostics(c.diagnostics) };
+  return { virtualServices: out, global: { autoreload: g.autoreload ?? false, fork: g.fork ?? false }, diagnostics: scrubDiagnostics(sortDiagnostics(c.diagnostics), secretsIn(text)) };
 }
 
 function applyGlobal(s: Stmt, g: GlobalSettings, c: Collector): void {
@@ -93,7 +93,7 @@ function applyGlobal(s: Stmt, g: GlobalSettings, c: Collector): void {
 
 function unknown(s: Stmt, c: Collector): void {
   const hint = suggest(s.key);
-  c.error(s.line, s.col, s.key, "unknown directive", hint && hint !== s.key ? `did you mean "${hint}"?` : undefined);
+  c.error(s.line, s.col, shownKey(s.key), "unknown directive", hint && hint !== s.key ? `did you mean "${hint}"?` : undefined);
 }
 
 /** Negotiate checks use the negotiatetimeout chain; the others (and sip/simpletcp, which only have ldirectord's alarm) the checktimeout chain (§1.4). */

@@ -7,13 +7,13 @@
 import { readFileSync } from "node:fs";
 import { dirname, resolve as resolvePath, isAbsolute } from "node:path";
 import { isIP } from "node:net";
-import { LineCounter, parseDocument, isMap, isSeq, isScalar, type Document, type Node } from "yaml";
+import { LineCounter, parseDocument, isMap, isSeq, isScalar, visit, type Document, type Node } from "yaml";
 import { z } from "zod";
 import {
   Check, CONFIG_SCHEMA_VERSION, Family, FloatingAddress, FloatingGroup, Forwarding, Global, IpAddress, LbNode, Name, Port, Protocol, Timers,
   VirtualService, vsId, type FloatingGroup as FloatingGroupT, type LbNode as LbNodeT,
 } from "../schemas/config.ts";
-import { Collector, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
+import { Collector, scrubDiagnostics, secretsIn, sortDiagnostics, type Diagnostic } from "./diagnostics.ts";
 import { parseLdirectord, LD_DEFAULTS } from "./ldirectord.ts";
 import { looksLikeKeepalived, parseKeepalived } from "./keepalived.ts";
 import { serviceForPort } from "./ldirectord-values.ts";
@@ -87,8 +87,16 @@ export interface NativeOptions { strict?: boolean; readFile?: (path: string) => 
 export function parseNative(text: string, file: string, opts: NativeOptions = {}): NativeResult {
   const c = new Collector(file, opts.strict ?? false);
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  const pos = (offset: number): Position => { const p = lc.linePos(offset); return { file, line: p.line, col: p.col }; };
+  const pos = (offset: number): Position => { const p = lc.linePos(offset); return { file, line: Math.max(1, p.line), col: Math.max(1, p.col) }; };
+  let doc: Document;
+  try {
+    // uniqueKeys is checked below in linear time: the library's own check is quadratic.
+    doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: false });
+  } catch (e) {
+    // The YAML library gives up on some pathological inputs (e.g. thousands of nested blocks).
+    c.error(1, 1, null, `cannot read the YAML: ${firstLine((e as Error).message)}`, "simplify the file's nesting");
+    return finish({ part: { virtualServices: [] }, diagnostics: c.diagnostics, sources: [], locate: () => ({ file, line: 1, col: 1 }) }, text);
+  }
   const locate = (path: Path) => pos(offsetOf(doc, path));
   const result: NativeResult = { part: { virtualServices: [] }, diagnostics: c.diagnostics, sources: [], locate };
   const at = (path: Path, msg: string, fix?: string, warn = false) => {
@@ -97,32 +105,50 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
   };
 
   for (const e of doc.errors) { const p = pos(e.pos[0]); c.error(p.line, p.col, null, firstLine(e.message)); }
+  let dups = 0;
+  visit(doc, {
+    Map(_k, map) {
+      const seen = new Set<string>();
+      for (const it of map.items) {
+        const k = isScalar(it.key) ? String(it.key.value) : String(it.key);
+        if (seen.has(k) && dups++ < 50) { const p = pos((it.key as Node | null)?.range?.[0] ?? 0); c.error(p.line, p.col, null, `map keys must be unique: "${k.slice(0, 80)}" is given twice`); }
+        seen.add(k);
+      }
+    },
+  });
   for (const w of doc.warnings) { const p = pos(w.pos[0]); c.warn(p.line, p.col, null, firstLine(w.message)); }
-  if (doc.errors.length) return finish(result);
+  if (doc.errors.length || dups) return finish(result, text);
   let data: unknown;
   try {
     data = doc.toJS();
   } catch (e) {
     c.error(1, 1, null, `cannot read the YAML: ${(e as Error).message}`);
-    return finish(result);
+    return finish(result, text);
   }
-  if (data === null || data === undefined) return finish(result); // an empty file contributes nothing
+  if (data === null || data === undefined) return finish(result, text); // an empty file contributes nothing
   if (typeof data !== "object" || Array.isArray(data)) {
     at([], "expected a mapping with some of: site, nodes, groups, timers, global, virtualServices, include");
-    return finish(result);
+    return finish(result, text);
   }
   const odd = exotic(data, []);
   if (odd) {
     at(odd, "unsupported YAML value (a binary, timestamp, set or ordered-map tag, or a recursive alias)", "use plain strings, numbers, lists and mappings");
-    return finish(result);
+    return finish(result, text);
   }
   const parsed = NativeFile.safeParse(data);
   if (!parsed.success) {
+    // A file of a hundred thousand wrong keys needs a few examples, not a hundred thousand lines.
+    let reported = 0;
+    const LIMIT = 50;
     for (const i of parsed.error.issues) {
-      if (i.code === "unrecognized_keys") for (const k of i.keys) at([...i.path.map(seg), k], `unknown key "${k}"`);
-      else at(i.path.map(seg), i.message);
+      for (const k of i.code === "unrecognized_keys" ? i.keys : [null]) {
+        if (reported++ >= LIMIT) continue;
+        if (k === null) at(i.path.map(seg), i.message);
+        else at([...i.path.map(seg), k], `unknown key "${k}"`);
+      }
     }
-    return finish(result);
+    if (reported > LIMIT) at([], `${reported - LIMIT} more problem(s) of the same kind not listed`);
+    return finish(result, text);
   }
   const f = parsed.data;
   const part = result.part;
@@ -172,12 +198,13 @@ export function parseNative(text: string, file: string, opts: NativeOptions = {}
     if (first) c.error(vs.source?.line ?? 1, 1, vs.id, `duplicate virtual service (first defined at ${first})`);
     else seen.set(vs.id, here);
   });
-  part.virtualServices = part.virtualServices.filter((vs, k, all) => all.findIndex((o) => o.id === vs.id) === k);
-  return finish(result);
+  const kept = new Set<string>();
+  part.virtualServices = part.virtualServices.filter((vs) => (kept.has(vs.id) ? false : (kept.add(vs.id), true)));
+  return finish(result, text);
 }
 
-function finish(r: NativeResult): NativeResult {
-  r.diagnostics.splice(0, r.diagnostics.length, ...sortDiagnostics(r.diagnostics));
+function finish(r: NativeResult, text: string): NativeResult {
+  r.diagnostics.splice(0, r.diagnostics.length, ...scrubDiagnostics(sortDiagnostics(r.diagnostics), secretsIn(text)));
   return r;
 }
 
