@@ -40,7 +40,10 @@ const CASES: Record<string, [string, () => void]> = {
     warned(one(`supervised=yes\n${V}`).warnings, "supervised", /foreground/);
     warned(one(`supervised\n${V}`).warnings, "supervised", /deprecated/);
   }],
-  fork: ["§1.4 global: fork; lvsflow checks every virtual independently anyway", () => assert.equal(ld(`fork=yes\n${V}`).global.fork, true)],
+  fork: ["§1.4 global: fork; lvsflow checks every real independently anyway", () => {
+    assert.equal(ld(`fork=yes\n${V}`).global.fork, true);
+    warned(one(`fork=no\n${V}`).warnings, "fork", /never serially/);
+  }],
   readdquiescent: ["§1.4 global: readdquiescent, default no (code)", () => warned(one(`readdquiescent=yes\n${V}`).warnings, "readdquiescent", /weight 0/)],
   maintenancedir: ["§1.4 global: maintenancedir marker files", () => warned(one(`maintenancedir=/etc/ha.d/maint\n${V}`).warnings, "maintenancedir", /lvsflow maintenance/)],
   emailalertfrom: ["§1.4 global: emailalertfrom", () => warned(one(`emailalertfrom=lb@example.org\n${V}`).warnings, "emailalertfrom", /events/)],

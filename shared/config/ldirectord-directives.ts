@@ -137,8 +137,17 @@ const MAIL = "lvsflow publishes real server state changes as events and audits t
 export const DIRECTIVES: Record<string, Directive> = {
   // Global only.
   autoreload: { scope: "G", apply: set("autoreload", yesNo) },
-  fork: { scope: "G", apply: set("fork", yesNo) },
-  callback: { scope: "G", apply: ignored("lvsflow distributes configuration changes to every node itself", quoted) },
+  fork: {
+    scope: "G",
+    apply: (s, t, x) => {
+      const v = yesNo(s, x);
+      if (v === undefined) return;
+      t.fork = v;
+      t.at.fork = s;
+      x.c.warn(s.line, s.col, s.key, "lvsflow checks every real server on its own schedule, never serially (as with fork = yes, per real server); the value only decides whether a per-virtual checkinterval is warned about");
+    },
+  },
+  callback: { scope: "G", apply: ignored("lvsflow distributes configuration changes to every node itself (lvsflow config push; every node's services reload it)", quoted) },
   logfile: { scope: "G", apply: ignored("lvsflow logs JSON to stderr; events are audited in Redis", quoted) },
   execute: { scope: "G", apply: ignored("lvsflow does not start other ldirectord instances; pass every configuration file to lvsflow") },
   supervised: { scope: "G", apply: ignored("lvsflow services always run in the foreground under a supervisor and log to stderr", (s, x) => s.hasEq && yesNo(s, x)) },
