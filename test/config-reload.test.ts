@@ -99,3 +99,21 @@ test("drain: a real that stays at weight 0 (quiesced for health) is not a remova
   const quiesced = spec([["192.0.2.21", 1], ["192.0.2.22", 0]]);
   assert.equal(nextDrains(before, quiesced, new Map(), 120_000, 1000).size, 0);
 });
+
+test("CLI: config diff of two files needs no Redis", async () => {
+  const { configCommand } = await import("../services/cli/config.ts");
+  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { tmpdir } = await import("node:os");
+  const dir = mkdtempSync(join(tmpdir(), "diff-"));
+  try {
+    writeFileSync(join(dir, "a.cf"), cf());
+    writeFileSync(join(dir, "b.cf"), cf("", 3));
+    const o = { out: "", err: "" };
+    const code = await configCommand(["diff", join(dir, "a.cf"), join(dir, "b.cf"), "--redis", "redis://127.0.0.1:1"], { out: (s) => void (o.out += s), err: (s) => void (o.err += s) });
+    assert.equal(code, 0, o.err);
+    assert.match(o.out, /~ tcp:192\.0\.2\.10:80: real 192\.0\.2\.22:80 \(weight\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -2,6 +2,7 @@
 // to the native YAML, print the JSON Schema, and manage configuration versions in Redis (history,
 // diff, show, push). Invalid input gives FILE:LINE:COL diagnostics and exit 1, never a stack trace.
 import { resolve as resolvePath } from "node:path";
+import { existsSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { Redis } from "ioredis";
@@ -120,6 +121,14 @@ async function versionsCommand(sub: "history" | "diff" | "show" | "push", positi
     if (!files.length) { io.err(`lvsflow config push: no file given\n${USAGE}`); return 2; }
     pushed = loadOrReport(files, load, io);
     if (!pushed) { io.err("lvsflow config push: not pushed: the configuration is invalid\n"); return 1; }
+  }
+  // Two files need no Redis.
+  if (sub === "diff" && positionals.length === 2 && positionals.every((f) => existsSync(f))) {
+    const [a, b] = positionals.map((f) => loadOrReport([f], load, io, true));
+    if (!a || !b) { io.err("lvsflow config diff: a file is not a valid configuration (lvsflow config check FILE shows why)\n"); return 1; }
+    const lines = describeDiff(diffModels(a.model, b.model));
+    io.out(`--- ${positionals[0]} (${a.version})\n+++ ${positionals[1]} (${b.version})\n${lines.length ? lines.join("\n") + "\n" : "(no difference in the model)\n"}`);
+    return 0;
   }
   const site = (values.site as string | undefined) ?? process.env.LVSFLOW_SITE ?? pushed?.model.site ?? "default";
   if (pushed && pushed.model.site !== site) {
