@@ -190,3 +190,41 @@ test("recorder: retention by age and by size; the in-memory fallback says it is 
   console.log(`# retention: ${len} of 1800 entries kept under 64 KiB`);
   assert.ok(len < 1500 && len > 50, `kept ${len}`);
 });
+
+test("recorder: a nats-server without JetStream gives the in-memory fallback; once the server has JetStream the recorder switches to it", async (t) => {
+  const servers = await startServers();
+  t.after(() => servers.stop());
+  const dir = mkdtempSync(join(tmpdir(), "lvsflow-js-later-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  let nats: Proc = startProc("nats-server", ["-a", "127.0.0.1", "-p", String(port)]);
+  t.after(() => nats.stop());
+  await waitForPort(port);
+  const url = `nats://127.0.0.1:${port}`;
+  const rec = await recorder(url, servers.redisUrl);
+  t.after(() => rec.stop());
+  assert.equal(rec.svc.health().durable, false);
+  const nc = await connect({ servers: url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  t.after(() => nc.close());
+  const sent: Event[] = [];
+  publishMix(nc, 0, 10, sent);
+  await nc.flush();
+  const redis = new Redis(servers.redisUrl); redis.on("error", () => undefined);
+  t.after(() => redis.disconnect());
+  assert.ok(await until(async () => (await redis.xlen(keys.events(SITE))) >= sent.length, 10_000), "recorded from memory");
+  await nats.stop();
+  nats = startProc("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", join(dir, "js")]);
+  await waitForPort(port);
+  assert.ok(await until(() => rec.svc.health().durable === true, 20_000), "switched to the JetStream buffer");
+  await servers.stopRedis();
+  publishMix(nc, 10, 10, sent);
+  await nc.flush();
+  await sleep(1000);
+  await servers.startRedis(); // empty: rebuilt from the buffer, which holds what came after the switch
+  const r2 = new Redis(servers.redisUrl); r2.on("error", () => undefined);
+  t.after(() => r2.disconnect());
+  assert.ok(await until(async () => (await r2.xlen(keys.events(SITE))) >= sent.length - 12, 15_000), "caught up");
+  const ids = (await readHistory(r2, SITE, {})).map((e) => e.id);
+  assert.deepEqual(ids, sent.slice(-ids.length).map((e) => e.id), "the events after the switch, exactly once, in order");
+  assert.equal(ids.length, sent.length - 12, "everything published once the buffer existed (the first 12 went to the Redis that was lost)");
+});

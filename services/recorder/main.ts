@@ -166,22 +166,36 @@ export async function startRecorder(ctx: ServiceContext, opts: RecorderOptions =
   };
 
   let memTimer: NodeJS.Timeout | null = null;
+  let upgradeTimer: NodeJS.Timeout | null = null;
   let loop: Promise<void> | null = null;
+  // A reconnect to (possibly another) NATS server: start a new session from the cursor.
+  bus.onStatus((up) => { if (up) void session?.stop(); });
+  const startDurable = (b: DurableBuffer) => { buffer = b; mode = "jetstream"; durableGauge.set(1); loop = durableLoop(b); };
   if (buffer) {
-    loop = durableLoop(buffer);
-    // A reconnect to (possibly another) NATS server: start a new session from the cursor.
-    bus.onStatus((up) => { if (up) void session?.stop(); });
+    startDurable(buffer);
   } else {
-    for (const subject of recordedSubjects(site)) {
-      bus.subscribe(subject, ALL_TYPES, (ev) => {
-        if (!RECORDED.has(ev.type)) return;
-        if (queue.length >= bufferMax) { dropped.inc(); return; }
-        queue.push(ev);
-        void flushMemory();
-      });
-    }
+    const subs = recordedSubjects(site).map((subject) => bus.subscribe(subject, ALL_TYPES, (ev) => {
+      if (!RECORDED.has(ev.type)) return;
+      if (queue.length >= bufferMax) { dropped.inc(); return; }
+      queue.push(ev);
+      void flushMemory();
+    }));
     redis.on("ready", () => void flushMemory());
     memTimer = setInterval(() => void flushMemory(), 500);
+    // JetStream may come later (a server restarted with -js, or not ready yet): switch to it then.
+    // Events already written from memory are not written again (same ids).
+    if (opts.durable !== "memory") {
+      upgradeTimer = setInterval(() => {
+        void DurableBuffer.open(bus.nc!, site, retention.buffer, log).then((b) => {
+          if (stopped || buffer) return;
+          clearInterval(upgradeTimer!);
+          for (const sub of subs) sub.unsubscribe();
+          // The memory queue keeps draining (memTimer) while the buffer takes new events.
+          log.info("JetStream available: recording durably from now on");
+          startDurable(b);
+        }, () => undefined);
+      }, 5000);
+    }
   }
 
   // Retention by age and size.
@@ -205,6 +219,7 @@ export async function startRecorder(ctx: ServiceContext, opts: RecorderOptions =
       clearInterval(trimTimer);
       clearInterval(lagTimer);
       if (memTimer) clearInterval(memTimer);
+      if (upgradeTimer) clearInterval(upgradeTimer);
       if (!buffer) await flushMemory();
       await session?.stop();
       await loop;
