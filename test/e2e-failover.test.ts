@@ -37,9 +37,10 @@ after(async () => {
 });
 
 test("takeover: lb1 dies (links cut, lvsflow SIGKILLed); lb2 serves the VIP and every long-lived connection survives", async () => {
-  const echo = echoClients(lab, { conns: 10, intervalMs: 50, durationMs: 4000, graceMs: 7000 });
-  await sleep(300);
+  const echo = echoClients(lab, { conns: 10, intervalMs: 50, durationMs: 6000, graceMs: 7000 });
+  await echo.ready;
   const probes = probeLoop(lab, { intervalMs: 20, timeoutMs: 150, count: 175, durationMs: 3500 });
+  await probes.ready;
   await sleep(1000);
   const t0 = Date.now();
   await lab.links("lb1", false);
@@ -66,6 +67,7 @@ test("preempt: lb1 returns and takes the group back under a newer term; lb2 lets
 
 test("graceful stop: lb1 hands over (lb2 first holds a newer term, then lb1 lets go); it comes back by preempt", async () => {
   const probes = probeLoop(lab, { intervalMs: 20, timeoutMs: 150, count: 125, durationMs: 2500 });
+  await probes.ready;
   await sleep(700);
   const t0 = Date.now();
   await lab.stop("lb1");

@@ -354,26 +354,38 @@ export class VipWatch {
   }
 }
 
-/** Bounded request loop in the client namespace (services/lab/probe-client.ts): one new connection every intervalMs. */
-export function probeLoop(lab: ClusterLab, o: { intervalMs: number; timeoutMs: number; count: number; durationMs: number }): Promise<{ t: number; ok: boolean; rs?: string }[]> {
-  return collect(nsExec(lab.ns("cli"), [process.execPath, ...TSX, join(ROOT, "services/lab/probe-client.ts"), `http://${VIP}/aaaa.html`, String(o.intervalMs), String(o.timeoutMs), String(o.count), String(o.durationMs)]), o.durationMs + 15_000)
-    .then((out) => out.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { t: number; ok: boolean; rs?: string }).sort((a, b) => a.t - b.t));
+export interface Running<T> { done: Promise<T>; ready: Promise<void> }
+
+/**
+ * Bounded request loop in the client namespace (services/lab/probe-client.ts): one new connection
+ * every intervalMs. `ready` resolves at the first result: a fresh node process can take more than
+ * a second to start on a loaded machine, and a failure injected before it runs is never seen.
+ */
+export function probeLoop(lab: ClusterLab, o: { intervalMs: number; timeoutMs: number; count: number; durationMs: number }): Promise<{ t: number; ok: boolean; rs?: string }[]> & Running<{ t: number; ok: boolean; rs?: string }[]> {
+  const r = collect(nsExec(lab.ns("cli"), [process.execPath, ...TSX, join(ROOT, "services/lab/probe-client.ts"), `http://${VIP}/aaaa.html`, String(o.intervalMs), String(o.timeoutMs), String(o.count), String(o.durationMs)]), o.durationMs + 30_000, () => true);
+  const done = r.done.then((out) => out.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { t: number; ok: boolean; rs?: string }).sort((a, b) => a.t - b.t));
+  return Object.assign(done, { done, ready: r.ready });
 }
 
-export function echoClients(lab: ClusterLab, o: { conns: number; intervalMs: number; durationMs: number; graceMs: number }): Promise<{ ok: boolean; err: string | null; sent: number; got: number; maxGapMs: number }[]> {
-  return collect(nsExec(lab.ns("cli"), [process.execPath, ...TSX, join(ROOT, "bench/failover/echo.ts"), "client", VIP, "9000", String(o.conns), String(o.intervalMs), String(o.durationMs), String(o.graceMs)]), o.durationMs + o.graceMs + 15_000)
-    .then((out) => JSON.parse(out.trim().split("\n").at(-1) || "[]"));
+/** Long-lived connections (echo.ts client); `ready` once every connection is greeted by its real. */
+export function echoClients(lab: ClusterLab, o: { conns: number; intervalMs: number; durationMs: number; graceMs: number }): Promise<{ ok: boolean; err: string | null; sent: number; got: number; maxGapMs: number }[]> & Running<{ ok: boolean; err: string | null; sent: number; got: number; maxGapMs: number }[]> {
+  const r = collect(nsExec(lab.ns("cli"), [process.execPath, ...TSX, join(ROOT, "bench/failover/echo.ts"), "client", VIP, "9000", String(o.conns), String(o.intervalMs), String(o.durationMs), String(o.graceMs)]), o.durationMs + o.graceMs + 30_000, (l) => l === "READY");
+  const done = r.done.then((out) => JSON.parse(out.trim().split("\n").filter((l) => l !== "READY").at(-1) || "[]"));
+  return Object.assign(done, { done, ready: r.ready });
 }
 
-function collect(argv: string[], killAfterMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
+function collect(argv: string[], killAfterMs: number, isReady: (line: string) => boolean): { done: Promise<string>; ready: Promise<void> } {
+  let markReady!: () => void;
+  const ready = new Promise<void>((r) => (markReady = r));
+  const done = new Promise<string>((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
-    child.stdout.on("data", (d) => (out += d));
+    child.stdout.on("data", (d) => { out += d; if (out.split("\n").slice(0, -1).some(isReady)) markReady(); });
     const kill = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
     child.on("error", reject);
-    child.on("exit", () => { clearTimeout(kill); resolve(out); });
+    child.on("exit", () => { clearTimeout(kill); markReady(); resolve(out); });
   });
+  return { done, ready };
 }
 
 /**

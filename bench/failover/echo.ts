@@ -46,6 +46,8 @@ if (mode === "server") {
     c.s.on("close", () => { c.done = true; c.err ??= c.got < c.sent || Date.now() - t0 < durationMs ? "closed" : null; });
     cs.push(c);
   }
+  // Tell the caller once every connection has its greeting (or failed): the failure may come now.
+  const readyCheck = setInterval(() => { if (cs.every((c) => c.real !== null || c.err !== null)) { clearInterval(readyCheck); process.stdout.write("READY\n"); } }, 10);
   const tick = setInterval(() => {
     if (Date.now() - t0 >= durationMs) { clearInterval(tick); return; }
     for (const c of cs) if (!c.done && c.real !== null && c.s.writable) { c.s.write(`${c.sent}\n`); c.sent++; }

@@ -63,9 +63,11 @@ async function trial(lab: ClusterLab, system: SysName, mode: Mode, watch: VipWat
   await lab.flushNeighbours();
   await untilServing(lab);
   const post = system === "keepalived-v2" ? 5500 : 2500, pre = 1000;
-  const echo = echoClients(lab, { conns: CONNS, intervalMs: 50, durationMs: pre + post + 500, graceMs: system === "keepalived-v2" ? 12_000 : 7000 });
-  await sleep(300); // connections established
+  // Both clients are separate processes: wait until they really run before the failure.
+  const echo = echoClients(lab, { conns: CONNS, intervalMs: 50, durationMs: pre + post + 3000, graceMs: system === "keepalived-v2" ? 12_000 : 7000 });
+  await echo.ready;
   const probes = probeLoop(lab, { intervalMs: 20, timeoutMs: 150, count: Math.ceil((pre + post) / 20), durationMs: pre + post });
+  await probes.ready;
   await sleep(pre);
   const tf = Date.now();
   if (mode === "linkdown") await lab.isolate("lb1", true);
