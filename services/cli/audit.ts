@@ -45,6 +45,17 @@ export function redisFor(url: string): Redis {
   return r;
 }
 
+/** Connects, or fails with a message that names the Redis URL. */
+export async function connectRedis(redis: Redis, url: string): Promise<void> {
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (e) {
+    redis.disconnect();
+    throw new Error(`cannot reach Redis at ${url.replace(/\/\/[^@/]*@/, "//…@")}: ${e instanceof Error ? e.message : String(e)} (--redis URL or LVSFLOW_REDIS)`);
+  }
+}
+
 function matches(m: Record<string, string>, f: AuditFilter, types: string[] | null): boolean {
   if (f.vip && !(m.vs ?? "").includes(f.vip) && !(m.group ?? "") .includes(f.vip) && !(m.addr ?? "").split(",").some((a) => f.vip === a || f.vip!.startsWith(a + ":"))) return false;
   if (f.real && !(m.real ?? "").split(",").some((r) => r === f.real || r.startsWith(f.real + ":") || r.includes(f.real!))) return false;
@@ -125,7 +136,7 @@ export async function auditCommand(args: string[]): Promise<number> {
     };
     const limit = values.limit ? Number(values.limit) : 100_000;
     if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive whole number, not "${values.limit}"`);
-    await redis.connect();
+    await connectRedis(redis, opts.redis);
     const json = exporting || values.json || values.ndjson;
     const out = exporting && values.out ? createWriteStream(String(values.out)) : process.stdout;
     let n = 0;

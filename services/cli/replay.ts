@@ -6,7 +6,7 @@ import type { Redis } from "ioredis";
 import type { Event, EventOf } from "../../shared/schemas/events.ts";
 import { keys } from "../../shared/redis.ts";
 import { parseCommon } from "./options.ts";
-import { parseTime, readHistory, redisFor } from "./audit.ts";
+import { connectRedis, parseTime, readHistory, redisFor } from "./audit.ts";
 import { replay, type RecordedBatch, type ReplayReport } from "../controller/replayer.ts";
 import { parseDuration } from "../recorder/retention.ts";
 
@@ -74,7 +74,7 @@ export async function replayCommand(args: string[]): Promise<number> {
     const from = parseTime(String(values.from));
     const to = values.to ? parseTime(String(values.to)) : Date.now();
     if (to < from) throw new Error("--to is before --from");
-    await redis.connect();
+    await connectRedis(redis, opts.redis);
     const r = await replayRange(redis, site, from, to, { node: values.node as string | undefined, lookbackMs: values.lookback ? parseDuration(String(values.lookback)) : undefined });
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + "\n" : renderReplay(r));
     return r.ok ? 0 : 1;

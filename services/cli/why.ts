@@ -9,7 +9,7 @@ import type { Event, EventOf } from "../../shared/schemas/events.ts";
 import { keys } from "../../shared/redis.ts";
 import { parseCommon } from "./options.ts";
 import { describe } from "./describe.ts";
-import { parseTime, readHistory, redisFor } from "./audit.ts";
+import { connectRedis, parseTime, readHistory, redisFor } from "./audit.ts";
 import { decodeEntries } from "../controller/journal.ts";
 
 type Decision = EventOf<"decision.pool"> | EventOf<"decision.owner">;
@@ -249,7 +249,7 @@ export async function whyCommand(args: string[]): Promise<number> {
     const at = values.at ? parseTime(String(values.at)) : Date.now();
     const windowMs = values.window ? Date.now() - parseTime(String(values.window), Date.now()) : 3_600_000;
     const count = values.last ? Number(values.last) : 1;
-    await redis.connect();
+    await connectRedis(redis, opts.redis);
     // Kernel changes come after their decision: read a little past --at.
     const evs = await readHistory(redis, site, { since: at - windowMs, until: at + 30_000 });
     let r = why(target, at, evs, null, count);
