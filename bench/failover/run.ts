@@ -24,7 +24,8 @@ const { values: a } = parseArgs({ options: {
   modes: { type: "string", default: "linkdown,kill9,natskill,graceful" }, conns: { type: "string", default: "20" },
   "partition-s": { type: "string", default: "60" }, "load-s": { type: "string", default: "120" }, json: { type: "string" },
   "witness-too": { type: "boolean", default: false }, "skip-failover": { type: "boolean", default: false },
-  /** lvsflow and its nats-servers with realtime scheduling (chrt -f 10) in the failover and partition runs. */
+  /** lvsflow and its nats-servers with realtime scheduling (chrt -f 10). Dangerous on a small machine:
+   *  a Node process starting up at FIFO priority starves everything else (load average 70 seen). */
   rt: { type: "boolean", default: false },
 } });
 const TRIALS = Math.min(Number(a.trials), 100), CONNS = Math.min(Number(a.conns), 200);
@@ -41,7 +42,8 @@ if (spawnSync("bash", [join(HERE, "install.sh")], { stdio: "inherit" }).status !
 const base = mkdtempSync("/tmp/lvsflow-bench-failover-");
 const results: Record<string, unknown> = { started: new Date().toISOString(), trials: TRIALS, conns: CONNS };
 let current: ClusterLab | null = null;
-const cleanup = async () => { if (current) { await current.down().catch(() => undefined); current = null; } };
+const started = new Set<ClusterLab>(); // every lab brought up, also one whose start failed halfway
+const cleanup = async () => { for (const l of started) { await l.down().catch(() => undefined); started.delete(l); } current = null; };
 process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
 process.on("SIGTERM", () => void cleanup().then(() => process.exit(143)));
 
@@ -49,6 +51,7 @@ async function newLab(system: SysName, tag: string, opts: { timers?: { heartbeat
   const dir = join(base, tag);
   mkdirSync(dir, { recursive: true });
   const lab = new ClusterLab({ dir, prefix: `fb${randomBytes(2).toString("hex")}-`, system: system === "lvsflow-quorum" ? "lvsflow" : system, witness: system === "lvsflow-quorum", timers: opts.timers, rt: opts.rt ?? a.rt });
+  started.add(lab);
   await lab.up();
   await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 60_000, `${system}: lb1 to own the VIP`);
   await untilServing(lab);
@@ -201,7 +204,8 @@ if (LOAD_S > 0) {
     }
     results.load = { seconds: LOAD_S, ...out };
   } finally {
-    for (const [, lab, w] of labs) { w.stop(); await lab.down().catch(() => undefined); }
+    for (const [, , w] of labs) w.stop();
+    await cleanup();
   }
 }
 
