@@ -30,7 +30,7 @@ export async function ftpCheck(ctx: ProbeContext): Promise<ProtoResult> {
       s.write(`PASS ${passwd}\r\n`);
       r = await s.readReply();
     }
-    if (r.code !== 230) return fail(`login as ${JSON.stringify(login)} refused (${r.code})`);
+    if (r.code !== 230) return fail(`login as ${JSON.stringify(login)} refused: ${short(r.lines.join(" "))}`);
     // No file to fetch: a successful login is the check.
     const path = ctx.request === "/" ? "" : ctx.request;
     if (!path) { s.write("QUIT\r\n"); return pass(); }
@@ -45,6 +45,7 @@ export async function ftpCheck(ctx: ProbeContext): Promise<ProtoResult> {
     const data = await openSocket({ host: ctx.host, port: dataPort, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, label: "ftp data" });
     try {
       const body = LineSession.readAll(data, MAX_FILE, ctx.signal);
+      body.catch(() => {}); // awaited below only when RETR is accepted
       s.write(`RETR ${path}\r\n`);
       r = await s.readReply();
       if (r.code !== 150 && r.code !== 125) return fail(`RETR ${path}: ${short(r.lines.join(" "))}`);

@@ -18,6 +18,15 @@ function open(ctx: ProbeContext, label: string, tls: boolean): Promise<LineSessi
 
 const short = (s: string) => JSON.stringify(s.slice(0, 120));
 
+/**
+ * Ends the session the polite way and waits for the answer (errors ignored): servers that see a
+ * client vanish mid-session may keep per-user locks for a while (dovecot's pop3 does).
+ */
+async function quit(s: LineSession, command: string): Promise<void> {
+  s.write(command);
+  try { await s.readLine(); } catch { /* the server closed first: fine */ }
+}
+
 /** SMTP: a 220 greeting and a 250 answer to EHLO (HELO if EHLO is refused), then QUIT. */
 export async function smtpCheck(ctx: ProbeContext): Promise<ProtoResult> {
   const s = await open(ctx, ctx.check.service, false);
@@ -32,7 +41,7 @@ export async function smtpCheck(ctx: ProbeContext): Promise<ProtoResult> {
       hello = await s.readReply();
     }
     if (hello.code !== 250) return fail(`EHLO/HELO refused: ${short(hello.lines.join(" "))}`);
-    s.write("QUIT\r\n");
+    await quit(s, "QUIT\r\n");
     return pass({ matched: greet.lines[0].slice(0, 200) });
   } finally {
     s.close();
@@ -55,7 +64,7 @@ export async function popCheck(ctx: ProbeContext): Promise<ProtoResult> {
       // The server's text may echo the user; never the password. Keep it short anyway.
       if (!p.startsWith("+OK")) return fail(`login as ${JSON.stringify(login)} refused`);
     }
-    s.write("QUIT\r\n");
+    await quit(s, "QUIT\r\n");
     return pass({ matched: greet.slice(0, 200) });
   } finally {
     s.close();
@@ -84,7 +93,7 @@ export async function imapCheck(ctx: ProbeContext): Promise<ProtoResult> {
         return fail(`login as ${JSON.stringify(login)} refused`);
       }
     }
-    s.write("a2 LOGOUT\r\n");
+    await quit(s, "a2 LOGOUT\r\n");
     return pass({ matched: greet.slice(0, 200) });
   } finally {
     s.close();

@@ -1,0 +1,246 @@
+// negotiate checks against real servers speaking each protocol, on 127.0.0.1: dnsmasq (dns over
+// udp and tcp), vsftpd (ftp), dovecot (pop, pops, imap, imaps, with and without login), tinyproxy
+// (http_proxy), smtp-server from npm (smtp, submission), the sip stack from npm (sip over udp), a
+// RADIUS server built on the npm radius codec (radius). nntp has no packaged server small enough:
+// a greeting-only stand-in (named as such below) checks the banner rule.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createServer as createHttpServer, type Server } from "node:http";
+import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
+import { createSocket, type Socket as UdpSocket } from "node:dgram";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { z } from "zod";
+import { SMTPServer } from "smtp-server";
+import radius from "radius";
+import sip from "sip";
+import { VirtualService } from "../shared/schemas/config.ts";
+import { runCheck, type CheckTarget } from "../services/prober/checks.ts";
+import { freePort } from "./harness.ts";
+import { startDnsmasq, startDovecot, startTinyproxy, startVsftpd, tlsPair, type Daemon } from "./prober-servers.ts";
+
+type VsInput = z.input<typeof VirtualService>;
+type CheckInput = Partial<VsInput["check"]>;
+
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls");
+const daemons: Daemon[] = [];
+const cleanups: (() => Promise<void> | void)[] = [];
+let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null;
+let originPort = 0, smtpPort = 0, nntpPort = 0, sipPort = 0, radiusPort = 0;
+const radiusSeen: string[] = [];
+
+function listen(srv: Server | TcpServer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => resolve((srv.address() as { port: number }).port));
+  });
+}
+
+before(async () => {
+  for (const start of [startDnsmasq, startVsftpd, () => startDovecot(tlsPair(fixtures)), startTinyproxy]) {
+    const d = await start();
+    if (d) daemons.push(d);
+    (start === startDnsmasq ? (dns = d) : start === startVsftpd ? (ftp = d) : start === startTinyproxy ? (proxy = d) : (dovecot = d));
+  }
+  // The origin server the proxy fetches from.
+  const origin = createHttpServer((req, res) => res.end(req.url === "/via-proxy.html" ? "proxied ok\n" : "other\n"));
+  originPort = await listen(origin);
+  cleanups.push(() => { origin.closeAllConnections(); return new Promise<void>((r) => origin.close(() => r())); });
+  // smtp-server: a real SMTP implementation (nodemailer's), no auth, no TLS offered.
+  const smtp = new SMTPServer({ disabledCommands: ["STARTTLS", "AUTH"], banner: "lvsflow test MTA", logger: false });
+  smtpPort = await new Promise<number>((resolve, reject) => {
+    smtp.once("error", reject);
+    smtp.listen(0, "127.0.0.1", () => resolve((smtp.server.address() as { port: number }).port));
+  });
+  cleanups.push(() => new Promise<void>((r) => smtp.close(() => r())));
+  // NNTP stand-in (no packaged server is small enough): it only sends RFC 3977's greeting.
+  const nntpConns = new Set<import("node:net").Socket>();
+  const nntp = createTcpServer((s) => {
+    nntpConns.add(s);
+    s.on("close", () => nntpConns.delete(s));
+    s.on("error", () => {});
+    s.resume(); // read (and drop) what the client sends, so its FIN is seen and the socket closes
+    s.end("200 lvsflow-test news server ready (stand-in)\r\n");
+  });
+  nntpPort = await listen(nntp);
+  cleanups.push(() => { for (const c of nntpConns) c.destroy(); return new Promise<void>((r) => nntp.close(() => r())); });
+  // SIP: the npm sip stack answers OPTIONS with 200 OK.
+  sipPort = await freePort();
+  const sipStack = sip.create({ port: sipPort, address: "127.0.0.1", udp: true, tcp: false, logger: {} }, (rq: { method: string }) => {
+    sipStack.send(sip.makeResponse(rq, rq.method === "OPTIONS" ? 200 : 405, rq.method === "OPTIONS" ? "OK" : "Method Not Allowed"));
+  });
+  cleanups.push(() => sipStack.destroy());
+  // RADIUS: packets decoded and signed by the npm radius codec; probe/s3cret is accepted.
+  const rad: UdpSocket = createSocket("udp4");
+  rad.on("message", (msg, rinfo) => {
+    try {
+      const p = radius.decode({ packet: msg, secret: "testing123" });
+      const user = String(p.attributes["User-Name"]);
+      radiusSeen.push(user);
+      const code = user === "probe" && p.attributes["User-Password"] === "s3cret" ? "Access-Accept" : "Access-Reject";
+      rad.send(radius.encode_response({ packet: p, code, secret: "testing123" }), rinfo.port, rinfo.address);
+    } catch { /* not a valid request: no answer */ }
+  });
+  radiusPort = await new Promise<number>((r) => rad.bind(0, "127.0.0.1", () => r(rad.address().port)));
+  cleanups.push(() => new Promise<void>((r) => rad.close(() => r())));
+});
+
+after(async () => {
+  for (const c of cleanups) await c();
+  for (const d of daemons) await d.stop();
+});
+
+function target(check: CheckInput, port: number, vs: Partial<VsInput> = {}): CheckTarget {
+  const v = VirtualService.parse({
+    id: "tcp:198.51.100.50:1", protocol: "tcp", address: "198.51.100.50", port: 1, fwmark: null, family: "ipv4",
+    scheduler: "wlc", persistence: null, quiescent: false, fallback: null,
+    check: { type: "negotiate", service: "none", request: "/", receive: "", port: null, interval: 1, timeout: 3, failureCount: 1, ...check },
+    reals: [{ address: "127.0.0.1", port, forwarding: "masq", weight: 1 }],
+    ...vs,
+  });
+  return { vs: v, real: v.reals[0] };
+}
+
+const check = (t: CheckTarget) => runCheck(t, new AbortController().signal);
+/** Daemons start in before(): whether one is missing is only known inside the test. */
+function missing(t: { skip: (why: string) => void }, d: Daemon | null, what: string): boolean {
+  if (d) return false;
+  t.skip(`${what} not installed (infra/install-deps.sh)`);
+  return true;
+}
+
+test("dns over udp and tcp against dnsmasq: A and PTR answers, receive, NXDOMAIN", async (t) => {
+  if (missing(t, dns, "dnsmasq")) return;
+  const port = dns!.ports.dns;
+  const udp = { protocol: "udp" as const, id: "udp:198.51.100.50:53" };
+  const a = await check(target({ service: "dns", request: "www.example.test", receive: "192\\.0\\.2\\.7" }, port, udp));
+  assert.deepEqual([a.ok, a.error, a.matched], [true, null, "192.0.2.7"]);
+  const tcp = await check(target({ service: "dns", request: "www.example.test", receive: "192.0.2.7" }, port));
+  assert.deepEqual([tcp.ok, tcp.matched], [true, "192.0.2.7"], tcp.error ?? "");
+  const ptr = await check(target({ service: "dns", request: "192.0.2.8", receive: "mail" }, port, udp));
+  assert.deepEqual([ptr.ok, ptr.matched], [true, "mail.example.test"], ptr.error ?? "");
+  const wrong = await check(target({ service: "dns", request: "www.example.test", receive: "^10\\." }, port, udp));
+  assert.equal(wrong.ok, false);
+  assert.match(wrong.error ?? "", /answers 192\.0\.2\.7 do not match/);
+  const nx = await check(target({ service: "dns", request: "missing.example.test" }, port, udp));
+  assert.equal(nx.ok, false);
+  assert.match(nx.error ?? "", /NXDOMAIN|no A answer|REFUSED/);
+  const refused = await check(target({ service: "dns", request: "www.example.test" }, await freePort(), udp));
+  assert.equal(refused.ok, false);
+  assert.match(refused.error ?? "", /ECONNREFUSED|timeout/);
+});
+
+test("ftp against vsftpd: anonymous login, RETR a file matched by receive", async (t) => {
+  if (missing(t, ftp, "vsftpd")) return;
+  const port = ftp!.ports.ftp;
+  const ok = await check(target({ service: "ftp", request: "/health.txt", receive: "all good" }, port));
+  assert.deepEqual([ok.ok, ok.error, ok.matched], [true, null, "all good"], ftp!.log());
+  const loginOnly = await check(target({ service: "ftp" }, port));
+  assert.equal(loginOnly.ok, true, loginOnly.error ?? "");
+  const mismatch = await check(target({ service: "ftp", request: "/health.txt", receive: "broken" }, port));
+  assert.equal(mismatch.ok, false);
+  assert.match(mismatch.error ?? "", /receive "broken" not found in \/health.txt/);
+  const absent = await check(target({ service: "ftp", request: "/nope.txt" }, port));
+  assert.equal(absent.ok, false);
+  assert.match(absent.error ?? "", /RETR \/nope.txt: "550/);
+  const user = await check(target({ service: "ftp", login: "root", passwd: "x" }, port));
+  assert.equal(user.ok, false);
+  assert.match(user.error ?? "", /login as "root" refused/);
+});
+
+test("pop, pops, imap, imaps against dovecot: greeting, login, bad password", async (t) => {
+  if (missing(t, dovecot, "dovecot")) return;
+  const p = dovecot!.ports;
+  for (const [service, port] of [["pop", p.pop], ["pops", p.pops], ["imap", p.imap], ["imaps", p.imaps]] as const) {
+    const bare = await check(target({ service }, port));
+    assert.equal(bare.ok, true, `${service}: ${bare.error} ${dovecot!.log()}`);
+    const login = await check(target({ service, login: "probe", passwd: "s3cret" }, port));
+    assert.equal(login.ok, true, `${service} login: ${login.error} ${dovecot!.log()}`);
+  }
+  // Wrong passwords last: dovecot slows down later logins from an address that failed (anvil).
+  for (const [service, port] of [["pop", p.pop], ["imaps", p.imaps]] as const) {
+    const bad = await check(target({ service, login: "probe", passwd: "wrong", timeout: 10 }, port));
+    assert.equal(bad.ok, false, `${service} accepted a wrong password`);
+    assert.match(bad.error ?? "", /login as "probe" refused/);
+    assert.doesNotMatch(bad.error ?? "", /wrong|s3cret/, "a password leaked into the error");
+  }
+  // TLS verification on request: dovecot's certificate is self-signed, so it fails.
+  const verified = await check(target({ service: "imaps", tlsVerify: true }, p.imaps));
+  assert.equal(verified.ok, false);
+  assert.match(verified.error ?? "", /SELF_SIGNED|self.signed|DEPTH_ZERO/i);
+});
+
+test("http_proxy through tinyproxy: the absolute URL is fetched via the real", async (t) => {
+  if (missing(t, proxy, "tinyproxy")) return;
+  const port = proxy!.ports.proxy;
+  const ok = await check(target({ service: "http_proxy", request: `http://127.0.0.1:${originPort}/via-proxy.html`, receive: "proxied ok" }, port));
+  assert.deepEqual([ok.ok, ok.httpStatus, ok.matched], [true, 200, "proxied ok"], `${ok.error} ${proxy!.log()}`);
+  const dead = await check(target({ service: "http_proxy", request: `http://127.0.0.1:${await freePort()}/`, receive: "" }, port));
+  assert.equal(dead.ok, false); // the proxy answers 5xx for an origin that refuses
+  assert.ok((dead.httpStatus ?? 0) >= 500, `status ${dead.httpStatus}`);
+  const relative = await check(target({ service: "http_proxy", request: "/via-proxy.html" }, port));
+  assert.equal(relative.ok, false);
+  assert.match(relative.error ?? "", /http_proxy needs an absolute URL/);
+});
+
+test("smtp and submission against smtp-server: greeting and EHLO", async () => {
+  for (const service of ["smtp", "submission"] as const) {
+    const ok = await check(target({ service }, smtpPort));
+    assert.equal(ok.ok, true, ok.error ?? "");
+    assert.match(ok.matched ?? "", /^220 .*lvsflow test MTA/);
+  }
+  // Something that is not an SMTP server (the NNTP stand-in greets with 200).
+  const wrong = await check(target({ service: "smtp" }, nntpPort));
+  assert.equal(wrong.ok, false);
+  assert.match(wrong.error ?? "", /greeting/);
+});
+
+test("nntp: a 2xx greeting is up (stand-in server); a refused port is down", async () => {
+  const ok = await check(target({ service: "nntp" }, nntpPort));
+  assert.deepEqual([ok.ok, ok.error], [true, null]);
+  // ldirectord's rule is only "starts with 2": an SMTP 220 greeting passes too, so we check refusal.
+  const other = await check(target({ service: "nntp" }, await freePort()));
+  assert.equal(other.ok, false);
+  assert.match(other.error ?? "", /ECONNREFUSED/);
+});
+
+test("sip over udp against the npm sip stack: OPTIONS answered 200 OK", async () => {
+  const udp = { protocol: "udp" as const, id: "udp:198.51.100.50:5060" };
+  const ok = await check(target({ service: "sip", login: "health@example.test" }, sipPort, udp));
+  assert.deepEqual([ok.ok, ok.matched], [true, "SIP/2.0 200 OK"], ok.error ?? "");
+  const silent = await check(target({ service: "sip", timeout: 0.5 }, radiusPort, udp)); // a UDP service that ignores SIP
+  assert.equal(silent.ok, false);
+  assert.match(silent.error ?? "", /timeout after 0.5s/);
+});
+
+test("radius: accept and reject both count as up; a wrong secret or no server is down", async () => {
+  const udp = { protocol: "udp" as const, id: "udp:198.51.100.50:1812" };
+  const accept = await check(target({ service: "radius", login: "probe", passwd: "s3cret", secret: "testing123" }, radiusPort, udp));
+  assert.deepEqual([accept.ok, accept.matched], [true, "Access-Accept"], accept.error ?? "");
+  const reject = await check(target({ service: "radius", login: "probe", passwd: "nope", secret: "testing123" }, radiusPort, udp));
+  assert.deepEqual([reject.ok, reject.matched], [true, "Access-Reject"], reject.error ?? "");
+  const badSecret = await check(target({ service: "radius", login: "probe", passwd: "s3cret", secret: "other", timeout: 0.5 }, radiusPort, udp));
+  assert.equal(badSecret.ok, false);
+  assert.match(badSecret.error ?? "", /timeout after 0.5s; a reply came with a wrong authenticator/);
+  const noSecret = await check(target({ service: "radius", login: "probe" }, radiusPort, udp));
+  assert.deepEqual([noSecret.ok, noSecret.error], [false, "radius check needs a secret"]);
+  assert.ok(radiusSeen.includes("probe"));
+});
+
+test("simpletcp: request sent with \\n expanded, a reply line matches receive", async () => {
+  const srv = createTcpServer((s) => {
+    s.setEncoding("utf8");
+    s.on("data", (d: string) => { if (d === "PING\n") s.end("hello\r\nPONG ready\r\n"); else s.end("ERR\r\n"); });
+    s.on("error", () => {});
+  });
+  const port = await listen(srv);
+  try {
+    const ok = await check(target({ service: "simpletcp", request: "PING\\n", receive: "PONG \\w+" }, port));
+    assert.deepEqual([ok.ok, ok.matched], [true, "PONG ready"], ok.error ?? "");
+    const bad = await check(target({ service: "simpletcp", request: "HELLO\\n", receive: "PONG" }, port));
+    assert.equal(bad.ok, false);
+    assert.match(bad.error ?? "", /no reply line matches "PONG"/);
+  } finally {
+    await new Promise<void>((r) => srv.close(() => r()));
+  }
+});

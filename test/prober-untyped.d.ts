@@ -1,0 +1,17 @@
+// Minimal typings for the npm packages the prober tests start real servers with (they ship none).
+declare module "radius" {
+  interface Decoded { code: string; identifier: number; attributes: Record<string, unknown> }
+  const radius: {
+    decode(o: { packet: Buffer; secret: string }): Decoded;
+    encode_response(o: { packet: Decoded; code: string; secret: string; attributes?: unknown[] }): Buffer;
+  };
+  export default radius;
+}
+declare module "sip" {
+  interface SipStack { send(m: unknown): void; destroy(): void }
+  const sip: {
+    create(options: Record<string, unknown>, onRequest: (rq: { method: string }) => void): SipStack;
+    makeResponse(rq: unknown, status: number, reason: string): unknown;
+  };
+  export default sip;
+}
