@@ -70,7 +70,7 @@ test("why <vip>: a takeover caused by a silent peer, with its last heartbeat fro
   const applied = makeEvent("executor.applied", { node: "lb2", kind: "owner", generation: 5, ok: true, ops: ["ip addr add 198.51.100.50/24 dev front", "garp 198.51.100.50 at 0 ms"], durationMs: 20, error: null, readback: "web: held", subject: null },
     { source: src("executor", "lb2"), causationId: d.id, now: at(30) });
   evs.push(peer, d, applied);
-  const r = why("198.51.100.50", T0 + 1000, evs, (observer, p, before) => (observer === "lb2" && p === "lb1" && before === T0 ? T0 - 310 : null));
+  const r = why("198.51.100.50", T0 + 1000, evs, { heartbeat: (observer, p, before) => (observer === "lb2" && p === "lb1" && before === T0 ? T0 - 310 : null), input: () => null });
   assert.equal(r.kind, "vip");
   assert.equal(r.chains.length, 1);
   const c = r.chains[0]!;
@@ -80,6 +80,26 @@ test("why <vip>: a takeover caused by a silent peer, with its last heartbeat fro
   assert.equal(c.steps[1]!.afterMs, 310);
   assert.equal(c.latency.totalMs, 340);
   assert.match(renderWhy(r), /group web: lb2 became OWNER \(term 4\)/);
+});
+
+test("why: a cause that is telemetry (a heartbeat) is found in the deciding controller's input journal", () => {
+  const d = makeEvent("decision.owner", { node: "lb1", generation: 5, group: "web", role: "owner", term: 4, owner: "lb1", addresses: [{ address: "198.51.100.50", prefix: 24, interface: "front" }], garpScheduleMs: [0], why: "preempt: priority 150 > lb2's 100" },
+    { source: src("controller", "lb1"), causationId: "hb-123", now: at(0) });
+  const applied = makeEvent("executor.applied", { node: "lb1", kind: "owner", generation: 5, ok: true, ops: ["ip addr add 198.51.100.50/24 dev front"], durationMs: 20, error: null, readback: "web: held", subject: null },
+    { source: src("executor", "lb1"), causationId: d.id, now: at(40) });
+  const journal = {
+    heartbeat: () => null,
+    input: (node: string, id: string, before: number) => (node === "lb1" && id === "hb-123" && before === T0 ? { t: T0 - 2, machine: "owner:web", e: { type: "HEARTBEAT", node: "lb2", priority: 100, holds: 3, faults: [], eventId: "hb-123" } } : null),
+  };
+  const r = why("web", T0 + 1000, [d, applied], journal);
+  const c = r.chains[0]!;
+  assert.ok(c.complete);
+  assert.deepEqual(c.steps.map((s) => s.kind), ["cause", "decision", "kernel"]);
+  assert.match(c.steps[0]!.text, /heartbeat of lb2 heard by lb1 \(priority 100, holds term 3\)/);
+  assert.equal(c.steps[1]!.afterMs, 2);
+  const bare = why("web", T0 + 1000, [d, applied]);
+  assert.match(bare.chains[0]!.steps[0]!.text, /not in the audit history/);
+  assert.equal(bare.chains[0]!.complete, false);
 });
 
 test("why <vip:port>: a change under a new configuration version names the push and the reload", () => {

@@ -207,13 +207,15 @@ test("a configuration change (lvsflow config push): `lvsflow why <vip:port>` pri
   await waitFor(() => !!weighted(), 20_000, "the weight change decision");
   await waitFor(() => !!appliedAfter("lb1", "pool", Date.parse(weighted()!.time)), 10_000, "the weight change in lb1's kernel");
   await sleep(1500);
-  const w = await cli(["why", "198.51.100.50:80"]);
+  // At the weight change (on a loaded machine another change of the VIP may follow it).
+  const atChange = new Date(Date.parse(weighted()!.time) + 500).toISOString();
+  const w = await cli(["why", "198.51.100.50:80", "--at", atChange]);
   show(w.out);
   assert.equal(w.code, 0, w.err);
   assert.match(w.out, /config .*e2e-audit pushed configuration/);
   assert.match(w.out, /decision .*203\.0\.113\.12:80\/w3/);
   assert.match(w.out, /kernel .*lb1 applied pool/);
-  const wj = JSON.parse((await cli(["why", "198.51.100.50:80", "--json"])).out) as WhyResult;
+  const wj = JSON.parse((await cli(["why", "198.51.100.50:80", "--json", "--at", atChange])).out) as WhyResult;
   const lb1 = wj.chains.find((c) => c.steps.some((s) => s.kind === "decision" && s.node === "lb1"))!;
   assert.ok(lb1.complete, "complete configuration chain on lb1");
 });
@@ -221,9 +223,12 @@ test("a configuration change (lvsflow config push): `lvsflow why <vip:port>` pri
 test("`lvsflow replay` over the whole recorded run (failures, outage, crash and restart, failover, preempt, reload) reproduces 100 % of the decisions", async () => {
   await sleep(2500); // last journal batches (flushed every second) and decisions recorded
   const to = Date.now() - 1000;
-  const r = await cli(["replay", "--from", new Date(labStart).toISOString(), "--to", new Date(to).toISOString()]);
-  show(r.out);
-  const j = JSON.parse((await cli(["replay", "--json", "--from", new Date(labStart).toISOString(), "--to", new Date(to).toISOString()])).out) as ReplayReport;
+  const t0 = Date.now();
+  const r = await cli(["replay", "--from", new Date(labStart).toISOString(), "--to", new Date(to).toISOString()], 180_000);
+  show(`${r.out}${r.err}(replay CLI took ${Date.now() - t0} ms, exit ${r.code})`);
+  const rj = await cli(["replay", "--json", "--from", new Date(labStart).toISOString(), "--to", new Date(to).toISOString()], 180_000);
+  assert.ok(rj.out.trim(), `replay --json printed nothing: exit ${rj.code} ${rj.err}`);
+  const j = JSON.parse(rj.out) as ReplayReport;
   const decided = new Set(seen.filter((s) => (s.ev.type === "decision.pool" || s.ev.type === "decision.owner") && s.ev.source.service === "controller" && Date.parse(s.ev.time) <= to).map((s) => s.ev.id));
   assert.deepEqual(j.problems, []);
   assert.deepEqual(j.differences, []);

@@ -24,6 +24,8 @@ export interface Step {
   event: Event | null;
   /** Kernel operations (executor.applied), one per line. */
   ops?: string[];
+  /** A cause that could not be found (the chain is then incomplete). */
+  missing?: boolean;
 }
 
 export interface Chain {
@@ -38,6 +40,19 @@ export interface WhyResult { target: string; kind: "real" | "vip"; at: string; c
 
 /** Last heartbeat of `peer` heard by `observer` before `before`, from the observer's input journal. */
 export type HeartbeatLookup = (observer: string, peer: string, before: number) => number | null;
+
+/** A machine input found in a controller's journal (causes that are telemetry: heartbeats, summaries). */
+export interface JournalInput { t: number; machine: string; e: { type: string; [k: string]: unknown } }
+
+/** What `why` may read from the controllers' input journals. */
+export interface JournalLookup { heartbeat: HeartbeatLookup; input(node: string, eventId: string, before: number): JournalInput | null }
+
+function describeInput(node: string, i: JournalInput): string {
+  const e = i.e;
+  if (e.type === "HEARTBEAT") return `heartbeat of ${e.node} heard by ${node} (priority ${e.priority}, holds ${e.holds === null ? "nothing" : `term ${e.holds}`}${Array.isArray(e.faults) && e.faults.length ? `, faults: ${e.faults.join(", ")}` : ""}) — from its input journal`;
+  if (e.type === "HEALTH") return `${e.check === "summary" ? "health summary" : "health result"} of prober ${e.prober}: ${e.real} ${e.ok ? "ok" : "FAIL"} x${e.streak} — from ${node}'s input journal`;
+  return `${e.type} to ${i.machine} on ${node} — from its input journal`;
+}
 
 const ms = (e: { time: string }) => Date.parse(e.time);
 const addrOf = (real: string) => real.replace(/:\d+$/, "");
@@ -86,7 +101,7 @@ function streakRuns(d: EventOf<"decision.pool">, real: string, wantOk: boolean, 
 }
 
 /** Why one decision was taken: its evidence or cause, the decision, the kernel change. */
-export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision | null>, hb: HeartbeatLookup | null, real: string | null): Chain {
+export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision | null>, journal: JournalLookup | null, real: string | null): Chain {
   const steps: Step[] = [];
   const byId = new Map(evs.map((e) => [e.id, e]));
   const cause = d.causationId ? byId.get(d.causationId) ?? null : null;
@@ -106,7 +121,7 @@ export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision 
   }
   if (cause && cause.type !== "health.result") {
     if (cause.type === "peer.state") {
-      const heard = hb?.(cause.data.observer, cause.data.peer, ms(cause)) ?? null;
+      const heard = journal?.heartbeat(cause.data.observer, cause.data.peer, ms(cause)) ?? null;
       if (heard !== null) evidence({ kind: "evidence", time: new Date(heard).toISOString(), node: cause.data.observer, text: `last heartbeat of ${cause.data.peer} heard by ${cause.data.observer} (from its input journal)`, afterMs: null, event: null });
       evidence(step("cause", cause, heard));
     } else {
@@ -124,7 +139,12 @@ export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision 
     if (applied) steps.push(step("config", applied, pushed ? ms(pushed) : null, `${describe(applied)}   (announced once every service took it)`));
     if (!pushed && !applied) evidence({ kind: "config", time: d.time, node: d.data.node, text: `configuration ${d.configVersion} in force (was ${prev.configVersion})`, afterMs: null, event: null });
   }
-  if (!cause && !steps.length && d.causationId) steps.push({ kind: "cause", time: d.time, node: d.data.node, text: `cause ${d.causationId} is not in the audit history (a health summary or a heartbeat: telemetry)`, afterMs: null, event: null });
+  if (!cause && d.causationId && !steps.some((s) => s.kind === "evidence" && s.text.includes("tipped"))) {
+    // Telemetry (a heartbeat, a health summary) is not audited, but the controller journaled it.
+    const input = journal?.input(d.data.node, d.causationId, ms(d)) ?? null;
+    if (input) evidence({ kind: "cause", time: new Date(input.t).toISOString(), node: d.data.node, text: describeInput(d.data.node, input), afterMs: null, event: null });
+    else if (!steps.length) steps.push({ kind: "cause", time: d.time, node: d.data.node, text: `cause ${d.causationId} is not in the audit history (a health summary or a heartbeat: telemetry)`, afterMs: null, event: null, missing: true });
+  }
   steps.push(step("decision", d, lastEvidence));
   const applied = appliedFor(d, evs);
   if (applied) steps.push({ ...step("kernel", applied, ms(d)), ops: applied.data.ops });
@@ -136,7 +156,7 @@ export function chainOf(d: Decision, evs: Event[], prevOf: Map<string, Decision 
   return {
     title: `${what} — decided by ${d.data.node}`,
     steps,
-    complete: steps.some((s) => s.kind !== "decision" && s.kind !== "kernel") && !!applied,
+    complete: steps.some((s) => s.kind !== "decision" && s.kind !== "kernel" && !s.missing) && !!applied,
     latency: {
       detectionMs: firstEvidence !== null ? ms(d) - firstEvidence : null,
       decideMs: lastEvidence !== null ? ms(d) - lastEvidence : null,
@@ -161,7 +181,7 @@ function previousDecisions(evs: Event[]): Map<string, Decision | null> {
 }
 
 /** Builds the chains of the last `count` changes of the target at or before `at`. */
-export function why(target: string, at: number, evs: Event[], hb: HeartbeatLookup | null = null, count = 1): WhyResult {
+export function why(target: string, at: number, evs: Event[], journal: JournalLookup | null = null, count = 1): WhyResult {
   const isReal = evs.some((e) => (e.type === "health.result" && realMatches(e.data.real, target)) || (e.type === "decision.pool" && e.data.changes.some((c) => realMatches(c.real, target))));
   const prevOf = previousDecisions(evs);
   const decisions = evs.filter((e): e is Decision => (e.type === "decision.pool" || e.type === "decision.owner") && ms(e) <= at);
@@ -186,7 +206,7 @@ export function why(target: string, at: number, evs: Event[], hb: HeartbeatLooku
     for (const o of same.reverse()) if (!nodes.has(o.data.node)) { nodes.add(o.data.node); inc.push(o); }
     incidents.push(inc.sort((a, b) => ms(a) - ms(b)));
   }
-  const chains = incidents.flatMap((inc) => inc.map((d) => chainOf(d, evs, prevOf, hb, isReal ? target : null)));
+  const chains = incidents.flatMap((inc) => inc.map((d) => chainOf(d, evs, prevOf, journal, isReal ? target : null)));
   return { target, kind: isReal ? "real" : "vip", at: new Date(at).toISOString(), chains };
 }
 
@@ -207,30 +227,39 @@ export function renderWhy(r: WhyResult): string {
 }
 
 /**
- * Heartbeat evidence for peer-silence causes: the last heartbeat each observer heard from the
- * silent peer, read from the observer's input journal in the seconds before (heartbeats are
- * telemetry, not in the audit history).
+ * Journal evidence for causes that are telemetry: the last heartbeat an observer heard from a
+ * silent peer, and the heartbeat or health summary a decision names as its cause. Reads only the
+ * deciding node's journal in the seconds before each decision.
  */
-export async function journalHeartbeats(redis: Redis, site: string, asks: { observer: string; peer: string; before: number }[], lookbackMs = 10_000): Promise<HeartbeatLookup> {
-  const found = new Map<string, number | null>();
-  const keyOf = (o: string, p: string, b: number) => `${o}|${p}|${b}`;
+export async function journalLookup(redis: Redis, site: string, asks: { node: string; before: number }[], lookbackMs = 10_000): Promise<JournalLookup> {
+  const inputs = new Map<string, JournalInput[]>(); // node → inputs near the asked times
+  const seen = new Set<string>();
   for (const a of asks) {
-    let best: number | null = null;
     const rows = await redis.xrange(keys.inputs(site), String(a.before - lookbackMs), String(a.before + 60_000));
-    for (const [, fields] of rows) {
+    for (const [id, fields] of rows) {
       const i = fields.indexOf("json");
       const n = fields.indexOf("node");
-      if (i < 0 || (n >= 0 && fields[n + 1] !== a.observer)) continue;
+      if (i < 0 || (n >= 0 && fields[n + 1] !== a.node) || seen.has(id)) continue;
+      seen.add(id);
       try {
         const ev = JSON.parse(fields[i + 1]!) as EventOf<"controller.inputs">;
-        for (const en of decodeEntries(ev.data.entries)) {
-          if (en.k === "in" && en.e.type === "HEARTBEAT" && en.e.node === a.peer && en.t <= a.before && (best === null || en.t > best)) best = en.t;
-        }
-      } catch { /* an unreadable batch: no heartbeat evidence from it */ }
+        const list = inputs.get(ev.data.node) ?? inputs.set(ev.data.node, []).get(ev.data.node)!;
+        for (const en of decodeEntries(ev.data.entries)) if (en.k === "in") list.push({ t: en.t, machine: en.m, e: en.e });
+      } catch { /* an unreadable batch: no evidence from it */ }
     }
-    found.set(keyOf(a.observer, a.peer, a.before), best);
   }
-  return (observer, peer, before) => found.get(keyOf(observer, peer, before)) ?? null;
+  return {
+    heartbeat(observer, peer, before) {
+      let best: number | null = null;
+      for (const x of inputs.get(observer) ?? []) if (x.e.type === "HEARTBEAT" && x.e.node === peer && x.t <= before && (best === null || x.t > best)) best = x.t;
+      return best;
+    },
+    input(node, eventId, before) {
+      let best: JournalInput | null = null;
+      for (const x of inputs.get(node) ?? []) if (x.e.eventId === eventId && x.t <= before && (!best || x.t > best.t)) best = x;
+      return best;
+    },
+  };
 }
 
 export async function whyCommand(args: string[]): Promise<number> {
@@ -253,10 +282,10 @@ export async function whyCommand(args: string[]): Promise<number> {
     // Kernel changes come after their decision: read a little past --at.
     const evs = await readHistory(redis, site, { since: at - windowMs, until: at + 30_000 });
     let r = why(target, at, evs, null, count);
-    // Peer silences: add the last heartbeat heard, from the observers' input journals.
-    const asks = r.chains.flatMap((c) => c.steps.map((s) => s.event)).filter((e): e is EventOf<"peer.state"> => e?.type === "peer.state")
-      .map((e) => ({ observer: e.data.observer, peer: e.data.peer, before: Date.parse(e.time) }));
-    if (asks.length) r = why(target, at, evs, await journalHeartbeats(redis, site, asks), count);
+    // Causes that are telemetry (a peer's last heartbeat, a heartbeat or summary named as cause):
+    // from the deciding controllers' input journals.
+    const asks = r.chains.flatMap((c) => c.steps.filter((s) => s.kind === "decision" || s.event?.type === "peer.state").map((s) => ({ node: s.event?.type === "peer.state" ? s.event.data.observer : s.node, before: Date.parse(s.time) })));
+    if (asks.length) r = why(target, at, evs, await journalLookup(redis, site, asks), count);
     process.stdout.write(values.json ? JSON.stringify(r, null, 2) + "\n" : renderWhy(r));
     return r.chains.length ? 0 : 1;
   } catch (e) {
