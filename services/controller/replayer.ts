@@ -163,7 +163,7 @@ export function replay(batches: RecordedBatch[], decisions: Map<string, Event>, 
               for (const [m, c] of Object.entries(en.machines)) {
                 const machine = machines[c.kind];
                 if (!machine) { report.problems.push(`${node}: unknown machine kind ${c.kind}`); continue; }
-                live.set(m, start(machine, undefined, c.snapshot));
+                live.set(m, start(machine, undefined, c.snapshot, (e) => report.problems.push(`${node}: machine ${m} failed after the checkpoint at ${new Date(en.t).toISOString()}: ${String(e)}`)));
               }
               synced = true;
             }
@@ -171,7 +171,7 @@ export function replay(batches: RecordedBatch[], decisions: Map<string, Event>, 
             const machine = machines[en.kind];
             if (!machine) { report.problems.push(`${node}: unknown machine kind ${en.kind}`); continue; }
             live.get(en.m)?.actor.stop();
-            live.set(en.m, start(machine, en.input, en.snapshot));
+            live.set(en.m, start(machine, en.input, en.snapshot, (e) => report.problems.push(`${node}: machine ${en.m} failed: ${String(e)}`)));
             synced = true;
           } else if (en.k === "note") {
             for (const id of en.out) referenced.add(id);
@@ -220,10 +220,12 @@ export function replay(batches: RecordedBatch[], decisions: Map<string, Event>, 
   return report;
 }
 
-function start(machine: AnyStateMachine, input: unknown, snapshot: unknown | null): Live {
+function start(machine: AnyStateMachine, input: unknown, snapshot: unknown | null, onError: (e: unknown) => void): Live {
   const actor = createActor(machine, (snapshot ? { snapshot, input } : { input }) as never);
   const l: Live = { actor, emitted: [] };
   actor.on("*", (e: unknown) => { l.emitted.push(e as Record<string, unknown>); });
+  // A machine that throws is a finding of the replay, not a crash of it.
+  actor.subscribe({ error: onError });
   actor.start();
   return l;
 }
