@@ -20,6 +20,7 @@
 //   lvsflow.<site>.config.push                     config.pushed   (lvsflow config push → every service)
 //   lvsflow.<site>.config.applied.<node>           config.applied  (any service: a configuration applied, what changed)
 //   lvsflow.<site>.config.rejected.<node>          config.rejected (any service: a configuration refused, why; the old one runs)
+//   lvsflow.<site>.probers.<group>.<prober>        prober.heartbeat (probers sharing checks: membership)
 import type { EventType } from "./schemas/events.ts";
 
 /** Encode an id (e.g. "tcp:198.51.100.50:80") as one subject token. */
@@ -56,6 +57,8 @@ export const subjects = {
   configPush: (site: string) => `lvsflow.${site}.config.push`,
   configReport: (site: string, node: string, kind: "applied" | "rejected") => `lvsflow.${site}.config.${kind}.${token(node)}`,
   configAll: (site: string) => `lvsflow.${site}.config.>`,
+  proberHeartbeat: (site: string, group: string, prober: string) => `lvsflow.${site}.probers.${token(group)}.${token(prober)}`,
+  proberHeartbeatAll: (site: string, group: string) => `lvsflow.${site}.probers.${token(group)}.*`,
 };
 
 /** Event types the recorder keeps in the audit history (heartbeats and summaries are telemetry). */

@@ -61,6 +61,8 @@ export function describe(ev: Event): string {
     }
     case "config.rejected":
       return `${ev.data.node} ${ev.data.service} REJECTED configuration ${ev.data.version ?? "(unreadable)"} (${ev.data.trigger}); keeps ${ev.data.running}: ${ev.data.errors[0]}${ev.data.errors.length > 1 ? ` (+${ev.data.errors.length - 1} more)` : ""}`;
+    case "prober.heartbeat":
+      return `prober ${ev.data.prober} in group ${ev.data.group}: ${ev.data.leaving ? "leaving" : `alive, ${ev.data.targets} check(s)`}`;
     case "controller.inputs":
       return `${ev.data.node} journal ${ev.data.boot.slice(0, 8)} #${ev.data.seq}: ${ev.data.count} input(s) over ${Math.round(ev.data.to - ev.data.from)} ms${ev.data.start ? " (starting point)" : ""}`;
   }

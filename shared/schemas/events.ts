@@ -335,6 +335,23 @@ export const ConfigRejected = z.object({
   errors: z.array(z.string().max(2000)).min(1).max(50),
 });
 
+/**
+ * A prober's membership in a probe group: probers of one group share the checks (rendezvous
+ * hashing over the live members); one that stops publishing, or says it is leaving, has its
+ * checks taken over by the others.
+ */
+export const ProberHeartbeat = z.object({
+  prober: z.string().min(1).max(64),
+  group: z.string().min(1).max(64),
+  seq: z.number().int().min(0),
+  /** How often this prober publishes; members are dead after missing a few. */
+  periodMs: z.number().int().positive(),
+  /** Sent once on a clean stop: the others take over at once. */
+  leaving: z.boolean().default(false),
+  /** Checks this prober runs now. */
+  targets: z.number().int().min(0),
+});
+
 export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("health.result"), data: HealthResult }),
   z.object({ ...envelope, type: z.literal("health.summary"), data: HealthSummary }),
@@ -356,6 +373,7 @@ export const Event = z.discriminatedUnion("type", [
   z.object({ ...envelope, type: z.literal("config.pushed"), data: ConfigPushed }),
   z.object({ ...envelope, type: z.literal("config.applied"), data: ConfigApplied }),
   z.object({ ...envelope, type: z.literal("config.rejected"), data: ConfigRejected }),
+  z.object({ ...envelope, type: z.literal("prober.heartbeat"), data: ProberHeartbeat }),
 ]);
 export type Event = z.infer<typeof Event>;
 export type EventType = Event["type"];
