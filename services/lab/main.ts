@@ -99,7 +99,9 @@ export class Lab {
       this.proc(`sorry-${lb}`, this.ns(lb), [process.execPath, ...TSX, join(ROOT, "services/lab/rs-server.ts"), "--name", `sorry-${lb}`, "--sorry", "--bind", "127.0.0.1", "--http", "80", "--https", "443"]);
     }
     await waitFor(() => existsSync(join(this.dir, "nats.sock")) && existsSync(join(this.dir, "redis.sock")), 10_000, "management relays");
-    this.proc("recorder", null, [process.execPath, CLI, "run", "recorder", "--node", "recorder", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl], "recorder-recorder");
+    const recorder = this.proc("recorder", null, [process.execPath, CLI, "run", "recorder", "--node", "recorder", "--config", this.configFile, "--nats", this.natsUrl, "--redis", this.redisUrl], "recorder-recorder");
+    // The recorder's JetStream buffer captures from its creation on: let it exist before the nodes speak.
+    await waitFor(() => existsSync(recorder.log) && readFileSync(recorder.log, "utf8").includes('"msg":"running"'), 30_000, "the recorder").catch(() => undefined);
     for (const lb of ["lb1", "lb2"] as LbName[]) this.startNode(lb);
     if (this.opts.dashboardPort) this.startDashboard();
   }
