@@ -206,7 +206,8 @@ function walk(v: unknown, depth: number): unknown {
   if (Array.isArray(v)) return v.map((x) => walk(x, depth + 1));
   if (v && typeof v === "object") {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = isSecretKey(k) && x !== null && x !== undefined && x !== "" ? REDACTED : walk(x, depth + 1);
+    // Secrets are strings: a number under such a key (global.hashSeed) is not one.
+    for (const [k, x] of Object.entries(v)) out[k] = isSecretKey(k) && typeof x === "string" && x !== "" ? REDACTED : walk(x, depth + 1);
     return out;
   }
   return v;

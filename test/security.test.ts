@@ -161,6 +161,7 @@ test("redactSecrets: by key at any depth, passwords in URLs, registered values i
     virtualServices: [{ check: { login: "probe", passwd: "hunter2hunter2", secret: "radius-shared", database: "db", request: "/x?k=Registered-Secret-42", pluginOptions: { nested: { password: "pp" } } } }],
     url: "https://admin:adm1n-pw@host:8443/path",
     empty: { passwd: "" },
+    global: { hashSeed: 24301 },
   };
   const r = redactSecrets(model);
   const c = r.virtualServices[0]!.check;
@@ -170,6 +171,7 @@ test("redactSecrets: by key at any depth, passwords in URLs, registered values i
   assert.equal(c.pluginOptions.nested.password, REDACTED);
   assert.equal(r.url, `https://admin:${REDACTED}@host:8443/path`);
   assert.equal(r.empty.passwd, "", "an absent secret stays visibly absent");
+  assert.equal(r.global.hashSeed, 24301, "a number under a secret-looking key is not a secret");
   assert.equal(model.virtualServices[0]!.check.passwd, "hunter2hunter2");
   assert.equal(redactUrl("nats://u:p@h:4222,nats://h2:4222"), `nats://u:${REDACTED}@h:4222,nats://h2:4222`);
 });
