@@ -287,3 +287,16 @@ test("identities: one prober, controller, executor and node identity per LB node
   assert.deepEqual(parseIdentityId("executor-lb-1"), { role: "executor", name: "lb-1" } satisfies Identity);
   assert.equal(parseIdentityId("root-x"), null);
 });
+
+test("the example configurations in infra/ are exactly what the generator writes for the lab", () => {
+  const example = readFileSync(join(ROOT, "infra/nats/nats-server.lab.example.conf"), "utf8");
+  const ids = siteIdentities(["lb1", "lb2"]);
+  const keys = [...example.matchAll(/nkey: "(U[A-Z2-7]{55})"/g)].map((m) => m[1]!);
+  assert.equal(keys.length, ids.length);
+  const rendered = renderNatsServerConf({ site: "lab", users: ids.map((identity, i) => ({ identity, publicKey: keys[i]! })), listen: "127.0.0.1:4222" });
+  assert.equal(example.split("\n").filter((l) => !l.startsWith("# EXAMPLE") && !l.startsWith("# for the lab") && !l.startsWith("# generate your own")).join("\n"), rendered);
+  const acl = readFileSync(join(ROOT, "infra/redis/users.lab.example.acl"), "utf8");
+  const users = ids.map((i) => ({ name: identityId(i), role: i.role === "recorder" ? "recorder" as const : i.role === "operator" ? "cli" as const : "service" as const, password: "x".repeat(20), ...(i.role === "controller" || i.role === "node" ? { snapshotNode: i.name } : {}) }));
+  const unhash = (t: string) => t.replace(/#[0-9a-f]{64}/g, "#<hash>");
+  assert.equal(unhash(acl), unhash(renderAclFile("lab", users)));
+});
