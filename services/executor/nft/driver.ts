@@ -207,6 +207,10 @@ export class NftablesDriver {
   async ensureSysctls(opts: { routeLocalnet: boolean }): Promise<string[]> {
     const want: [string, string][] = [["net.ipv4.ip_forward", "1"]];
     if (opts.routeLocalnet) want.push(["net.ipv4.conf.all.route_localnet", "1"]);
+    // Consistent selection: flows move between nodes and back. A node's old conntrack entry for a
+    // flow that came back has a stale TCP window; strict tracking would mark its packets INVALID,
+    // they would skip NAT and reach the local VIP, which answers with a reset.
+    if (this.render.selection === "consistent") want.push(["net.netfilter.nf_conntrack_tcp_be_liberal", "1"]);
     const ops: string[] = [];
     for (const [key, value] of want) {
       if ((await this.readSysctl(key)) === value) continue;
