@@ -8,7 +8,9 @@ import type { Model } from "../../shared/schemas/config.ts";
 import type { RunningService, ServiceContext } from "../../shared/service.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { checkLabel, unsupportedReason, type CheckTarget } from "./checks.ts";
-import { ProbeScheduler, type ProbeResult, type TargetState } from "./scheduler.ts";
+import { loadProbeModule, probeModulesFromEnv } from "./checks/plugins.ts";
+import { ProbeScheduler, targetKey, type ProbeResult, type TargetState } from "./scheduler.ts";
+import { Membership, heartbeatPeriodMs, ownerOf } from "./sharing.ts";
 
 const proberMetrics = {
   checks: new client.Counter({
@@ -33,6 +35,18 @@ export interface Prober extends RunningService {
   /** Applies a new configuration: unchanged checks keep their history and schedule. */
   updateModel(model: Model, configVersion?: string): void;
   states(): TargetState[];
+  /** Live members of this prober's group (just itself without a group). */
+  members(): string[];
+}
+
+export interface ProberOptions {
+  /**
+   * Probe group (LVSFLOW_PROBE_GROUP): probers of one group share the checks instead of each
+   * running all of them. Without a group every prober checks every real (one vantage point each).
+   */
+  group?: string | null;
+  /** In-process probe modules to load (LVSFLOW_PROBE_MODULES, comma-separated paths). */
+  probeModules?: string[];
 }
 
 export function targetsOf(model: Model): CheckTarget[] {
@@ -45,12 +59,23 @@ export function summaryPeriodMs(model: Model): number {
   return Math.max(1000, Number.isFinite(min) ? min : 1000);
 }
 
-export async function startProber(ctx: ServiceContext): Promise<Prober> {
+export async function startProber(ctx: ServiceContext, opts: ProberOptions = {}): Promise<Prober> {
   const { log, bus, site } = ctx;
   const prober = ctx.node;
   const source = { service: "prober" as const, node: ctx.node };
   let model = ctx.model;
   let configVersion = ctx.configVersion;
+  const group = opts.group !== undefined ? opts.group : (process.env.LVSFLOW_PROBE_GROUP || null);
+
+  // Probe plugins first, so the configuration's plugin checks find them.
+  for (const path of opts.probeModules ?? probeModulesFromEnv()) {
+    try {
+      log.info({ module: path, probes: await loadProbeModule(path) }, "probe module loaded");
+    } catch (e) {
+      // The prober still runs: checks that name a missing probe fail loudly, every time.
+      log.error({ module: path, err: e instanceof Error ? e.message : String(e) }, "could not load probe module");
+    }
+  }
 
   const publishResult = (r: ProbeResult) => {
     const o = r.outcome;
@@ -115,19 +140,78 @@ export async function startProber(ctx: ServiceContext): Promise<Prober> {
   let periodMs = summaryPeriodMs(model);
   let summaryTimer: ReturnType<typeof setInterval> | null = setInterval(publishSummary, periodMs);
 
+  // Sharing: this prober runs the targets it owns among the group's live members.
+  const membership = group ? new Membership(prober) : null;
+  let members = [prober];
+  const minIntervalMs = () => Math.min(1000 * 3600, ...model.virtualServices.map((vs) => vs.check.interval * 1000));
+  const assign = (firstWithinMs?: number) => {
+    const all = targetsOf(model);
+    const mine = membership ? all.filter((t) => ownerOf(targetKey(t), members) === prober) : all;
+    sched.setTargets(mine, { firstWithinMs });
+    return mine.length;
+  };
+  const reassign = (why: string) => {
+    const before = sched.size;
+    // Inherited reals get their first check within a quarter interval: a takeover stays inside one interval.
+    const n = assign(minIntervalMs() / 4);
+    log.info({ group, members, targets: n, before, why }, "probe group changed; checks reassigned");
+  };
+  let hbSeq = 0;
+  let hbTimer: ReturnType<typeof setInterval> | null = null;
+  let hbPeriod = heartbeatPeriodMs(minIntervalMs());
+  const publishHeartbeat = (leaving = false) => {
+    if (!group) return;
+    try {
+      bus.publish(subjects.proberHeartbeat(site, group, prober), makeEvent("prober.heartbeat",
+        { prober, group, seq: hbSeq++, periodMs: hbPeriod, leaving, targets: sched.size }, { source, configVersion }));
+    } catch (e) {
+      log.error({ err: String(e) }, "could not publish prober.heartbeat");
+    }
+  };
+  const sub = group && membership ? bus.subscribe(subjects.proberHeartbeatAll(site, group), ["prober.heartbeat"], (ev) => {
+    if (ev.data.group !== group) return;
+    if (membership.heard(ev.data.prober, Date.now(), ev.data.periodMs, ev.data.leaving)) {
+      members = membership.alive(Date.now());
+      reassign(ev.data.leaving ? `${ev.data.prober} left` : `${ev.data.prober} joined`);
+    }
+  }) : null;
+  const tickMembership = () => {
+    publishHeartbeat();
+    if (membership && membership.expire(Date.now(), members)) {
+      const gone = members.filter((m) => !membership.alive(Date.now()).includes(m));
+      members = membership.alive(Date.now());
+      reassign(gone.length ? `${gone.join(", ")} stopped sending heartbeats` : "membership changed");
+    }
+  };
+
   warnUnsupported(model);
-  sched.setTargets(targetsOf(model));
+  if (group) {
+    // Hear the group for a moment before taking a share, so a joining prober does not start
+    // every check of the site only to drop most of them a heartbeat later.
+    publishHeartbeat();
+    await new Promise((r) => setTimeout(r, Math.min(1500, hbPeriod * 1.5)));
+    members = membership!.alive(Date.now());
+    hbTimer = setInterval(tickMembership, hbPeriod);
+  }
+  assign();
   sched.start();
-  log.info({ targets: sched.size, virtualServices: model.virtualServices.length, summaryMs: periodMs }, "prober started");
+  log.info({ targets: sched.size, virtualServices: model.virtualServices.length, summaryMs: periodMs, group, members }, "prober started");
 
   return {
-    health: () => ({ ok: true, ...counts() }),
+    health: () => ({ ok: true, ...counts(), ...(group ? { group, members: members.length } : {}) }),
     states: () => sched.states(),
+    members: () => [...members],
     updateModel(next: Model, nextVersion?: string) {
       model = next;
       if (nextVersion) configVersion = nextVersion;
       warnUnsupported(model);
-      sched.setTargets(targetsOf(model));
+      assign();
+      const hp = heartbeatPeriodMs(minIntervalMs());
+      if (hbTimer && hp !== hbPeriod) {
+        clearInterval(hbTimer);
+        hbPeriod = hp;
+        hbTimer = setInterval(tickMembership, hbPeriod);
+      }
       const p = summaryPeriodMs(model);
       if (p !== periodMs && summaryTimer) {
         clearInterval(summaryTimer);
@@ -139,6 +223,11 @@ export async function startProber(ctx: ServiceContext): Promise<Prober> {
     async stop() {
       if (summaryTimer) clearInterval(summaryTimer);
       summaryTimer = null;
+      if (hbTimer) clearInterval(hbTimer);
+      hbTimer = null;
+      sub?.unsubscribe();
+      // Tell the group at once, so the others take over without waiting for missed heartbeats.
+      if (group) publishHeartbeat(true);
       sched.stop();
       log.info("prober stopped");
     },

@@ -99,8 +99,12 @@ export class ProbeScheduler {
     this.graceMs = opts.graceMs ?? 100;
   }
 
-  /** Sets the targets: new ones are scheduled, gone or redefined ones cancelled, the rest kept. */
-  setTargets(targets: CheckTarget[]): void {
+  /**
+   * Sets the targets: new ones are scheduled, gone or redefined ones cancelled, the rest kept.
+   * `firstWithinMs` bounds where a new target's first check lands (default: anywhere in its first
+   * interval); a takeover uses a short spread so inherited reals are checked soon.
+   */
+  setTargets(targets: CheckTarget[], opts: { firstWithinMs?: number } = {}): void {
     const wanted = new Map<string, CheckTarget>();
     for (const t of targets) wanted.set(targetKey(t), t);
     for (const [key, slot] of this.slots) {
@@ -115,7 +119,7 @@ export class ProbeScheduler {
         state: { key, vs: t.vs.id, real: realId(t.real), ok: null, streak: 0, lastCheckAt: null, lastOutcome: null, skipped: 0 },
       };
       this.slots.set(key, slot);
-      if (this.running) this.plan(slot);
+      if (this.running) this.plan(slot, opts.firstWithinMs);
     }
   }
 
@@ -158,9 +162,9 @@ export class ProbeScheduler {
   }
 
   /** First slot: a random point in the first interval, so many reals do not fire together. */
-  private plan(slot: Slot): void {
+  private plan(slot: Slot, withinMs?: number): void {
     const intervalMs = slot.target.vs.check.interval * 1000;
-    slot.nextAt = this.clock.now() + Math.floor(this.random() * intervalMs);
+    slot.nextAt = this.clock.now() + Math.floor(this.random() * Math.min(intervalMs, withinMs ?? intervalMs));
     this.arm(slot);
   }
 

@@ -57,7 +57,7 @@ export function receiveMatcher(receive: string): (body: string) => string | null
 export function abortPromise(signal: AbortSignal, graceMs = 0): Promise<never> {
   return new Promise((_, reject) => {
     const why = () => reject(new CheckFailure(reasonText(signal)));
-    const later = () => (graceMs > 0 ? setTimeout(why, graceMs).unref() : why());
+    const later = () => (graceMs > 0 ? setTimeout(why, graceMs) : why());
     if (signal.aborted) later();
     else signal.addEventListener("abort", later, { once: true });
   });
