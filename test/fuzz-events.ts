@@ -41,6 +41,7 @@ export function samples(site: string, node = "lb1", peer = "lb2"): Map<EventType
     [subjects.inputs(site, peer), makeEvent("controller.inputs", { node: peer, boot: "boot-1", seq: 0, from: 1, to: 2, count: 0, start: true, encoding: "deflate-json-base64", entries: "" }, src("controller"))],
     [subjects.configPush(site), makeEvent("config.pushed", { version: V, files: ["/etc/lvsflow/lvsflow.yaml"], by: "fuzz@test" }, src("cli"))],
     [subjects.configReport(site, peer, "applied"), makeEvent("config.applied", { node: peer, service: "controller", version: V, previous: null, trigger: "push", changes }, src("controller"))],
+    [subjects.proberHeartbeat(site, "checks", peer), makeEvent("prober.heartbeat", { prober: peer, group: "checks", seq: 1, periodMs: 1000, leaving: false, targets: 2 }, src("prober"))],
     [subjects.configReport(site, peer, "rejected"), makeEvent("config.rejected", { node: peer, service: "controller", version: V, running: V, trigger: "push", files: [], errors: ["f:1:1: error: fuzz"] }, src("controller"))],
   ];
   return new Map(list.map(([subject, ev]) => [ev.type, { subject, ev }]));

@@ -33,6 +33,7 @@ const who = (op: "publish" | "subscribe", subject: string) =>
 const PUBLISH: [string, string[]][] = [
   ["lvsflow.s.health.lb1.tcp-198_51_100_50-80.203_0_113_11-80", ["node-lb1", "prober-lb1"]],
   ["lvsflow.s.health.lb1.summary", ["node-lb1", "prober-lb1"]],
+  ["lvsflow.s.probers.checks.lb1", ["node-lb1", "prober-lb1"]],
   ["lvsflow.s.decision.lb1.pool.tcp-198_51_100_50-80", ["controller-lb1", "node-lb1"]],
   ["lvsflow.s.decision.lb2.owner.web", ["controller-lb2", "node-lb2"]],
   ["lvsflow.s.heartbeat.lb1", ["executor-lb1", "node-lb1"]],
@@ -68,6 +69,7 @@ const SUBSCRIBE: [string, string[]][] = [
   ["lvsflow.s.command.request.drain", ["controller-lb1", "controller-lb2", "node-lb1", "node-lb2", "operator-operator", "recorder-recorder"]],
   ["lvsflow.s.rejected.prober.lb1", ["operator-operator", "recorder-recorder"]],
   ["lvsflow.s.config.push", IDS.map(identityId)],
+  ["lvsflow.s.probers.checks.lb2", ["node-lb1", "node-lb2", "operator-operator", "prober-lb1", "prober-lb2", "recorder-recorder"]],
   ["_INBOX.abc.def", ["operator-operator", "recorder-recorder"]],
   ["lvsflow.other.heartbeat.lb1", []],
 ];
@@ -80,8 +82,8 @@ test("permission matrix: who may read each subject", () => {
   for (const [subject, expected] of SUBSCRIBE) assert.deepEqual(who("subscribe", subject), expected.sort(), subject);
 });
 
-test("a prober reads only pushed configurations; an executor reads only its own node's decisions and leases", () => {
-  assert.deepEqual(permissionsFor(SITE, ID("prober-lb1")).subscribe, ["lvsflow.s.config.push"]);
+test("a prober reads only its prober group and pushed configurations; an executor reads only its own node's decisions and leases", () => {
+  assert.deepEqual(permissionsFor(SITE, ID("prober-lb1")).subscribe, ["lvsflow.s.probers.*.*", "lvsflow.s.config.push"]);
   const ex = permissionsFor(SITE, ID("executor-lb1"));
   assert.equal(permits(ex, "subscribe", "lvsflow.s.decision.lb2.pool.x"), false);
   assert.equal(permits(ex, "subscribe", "lvsflow.s.decision.*.pool.x"), false, "a wildcard across nodes is not inside decision.lb1.>");
@@ -109,8 +111,8 @@ test("nats-server.conf: one nkey user per identity with exactly its permissions"
   const conf = renderNatsServerConf({ site: SITE, users, listen: "127.0.0.1:4222" });
   assert.equal((conf.match(/\{ nkey: "U[A-Z2-7]{55}"/g) ?? []).length, IDS.length);
   const prober = conf.slice(conf.indexOf("# prober-lb1"), conf.indexOf("# controller-lb1"));
-  assert.match(prober, /publish: \{ allow: \["lvsflow\.s\.health\.lb1\.>", "lvsflow\.s\.rejected\.prober\.lb1", "lvsflow\.s\.config\.applied\.lb1", "lvsflow\.s\.config\.rejected\.lb1"\] \}/);
-  assert.match(prober, /subscribe: \{ allow: \["lvsflow\.s\.config\.push"\] \}/);
+  assert.match(prober, /publish: \{ allow: \["lvsflow\.s\.health\.lb1\.>", "lvsflow\.s\.probers\.\*\.lb1", "lvsflow\.s\.rejected\.prober\.lb1", "lvsflow\.s\.config\.applied\.lb1", "lvsflow\.s\.config\.rejected\.lb1"\] \}/);
+  assert.match(prober, /subscribe: \{ allow: \["lvsflow\.s\.probers\.\*\.\*", "lvsflow\.s\.config\.push"\] \}/);
   assert.doesNotMatch(conf, /password|SU[A-Z2-7]{50}/i, "no seed or password in the server configuration");
   assert.throws(() => renderNatsServerConf({ site: SITE, users: [{ identity: ID("executor-lb1"), publicKey: "SUAAAA" }] }), /not a user public nkey/);
   assert.match(renderNatsServerConf({ site: SITE, users, tls: { certFile: "/c", keyFile: "/k", caFile: "/ca", verify: true } }), /tls \{\n  cert_file: "\/c"[^}]*verify: true/);

@@ -53,8 +53,9 @@ function rolePermissions(site: string, id: Identity): SubjectPermissions {
   const n = token(id.name);
   switch (id.role) {
     case "prober":
-      // Health results and summaries under its own name; it listens to nothing.
-      return { publish: [`${s}.health.${n}.>`, `${s}.rejected.prober.${n}`], subscribe: [], allowResponses: false };
+      // Health results and summaries under its own name; its membership heartbeat in a prober
+      // group (probers sharing checks), whose members it hears.
+      return { publish: [`${s}.health.${n}.>`, `${s}.probers.*.${n}`, `${s}.rejected.prober.${n}`], subscribe: [`${s}.probers.*.*`], allowResponses: false };
     case "controller":
       // Decisions and leases for its own node's executor, its view of the peers, its command
       // acknowledgements and overrides, its input journal. Reads health, heartbeats, operators'
