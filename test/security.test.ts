@@ -302,3 +302,20 @@ test("the example configurations in infra/ are exactly what the generator writes
   const unhash = (t: string) => t.replace(/#[0-9a-f]{64}/g, "#<hash>");
   assert.equal(unhash(acl), unhash(renderAclFile("lab", users)));
 });
+
+test("every subject the code builds (shared/subjects.ts) is allowed to some identity: a new subject needs a line in infra/nats/roles.ts", async () => {
+  const { subjects } = await import("../shared/subjects.ts");
+  const words = ["lb1", "controller", "executor", "prober", "recorder", "witness", "w1", "applied", "rejected", "drain", "pool", "connections"];
+  const tuples = (k: number): string[][] => (k === 0 ? [[]] : tuples(k - 1).flatMap((t) => words.map((w) => [...t, w])));
+  const ids = siteIdentities(["lb1", "lb2"], { witnesses: ["w1"] });
+  const orphans: string[] = [];
+  for (const [name, fn] of Object.entries(subjects) as [string, (...a: string[]) => string][]) {
+    const ok = tuples(Math.min(3, Math.max(0, fn.length - 1))).some((args) => {
+      const subject = fn(SITE, ...args);
+      const op = /(^|\.)(\*|>)(\.|$)/.test(subject) ? "subscribe" : "publish";
+      return ids.some((i) => permits(permissionsFor(SITE, i), op, subject));
+    });
+    if (!ok) orphans.push(`subjects.${name}`);
+  }
+  assert.deepEqual(orphans, [], "subjects nobody may use: add them to infra/nats/roles.ts (and the tables in docs/security.md)");
+});
