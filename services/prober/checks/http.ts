@@ -93,7 +93,9 @@ export function httpCheck(ctx: ProbeContext): Promise<ProtoResult> {
         const evaluate = () => {
           if (!ctx.receive) return finish(pass({ httpStatus: status }));
           const body = Buffer.concat(chunks, Math.min(size, MAX_BODY_BYTES)).toString("utf8");
-          const matched = receiveMatcher(ctx.receive)(body);
+          let matched: string | null;
+          // In an event callback: a pattern that overruns its limit must become a result, not a crash.
+          try { matched = receiveMatcher(ctx.receive)(body); } catch (e) { return finish(fail(e instanceof Error ? e.message : String(e), { httpStatus: status })); }
           if (matched === null) {
             const why = c.httpMethod === "HEAD" ? " (HEAD has no body: leave receive empty)" : size > MAX_BODY_BYTES ? ` in the first ${MAX_BODY_BYTES} bytes` : "";
             return finish(fail(`receive ${JSON.stringify(ctx.receive.slice(0, 80))} not found${why}`, { httpStatus: status }));

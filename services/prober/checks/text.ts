@@ -86,12 +86,15 @@ export async function imapCheck(ctx: ProbeContext): Promise<ProtoResult> {
     const { login, passwd } = ctx.check;
     if (login) {
       s.write(`a1 LOGIN ${imapQuote(login)} ${imapQuote(passwd ?? "")}\r\n`);
-      for (let i = 0; i < 100; i++) {
+      let loggedIn = false;
+      for (let i = 0; i < 1000 && !loggedIn; i++) {
         const line = await s.readLine();
         if (line.startsWith("*")) continue; // untagged data (capabilities) before the tagged answer
-        if (/^a1 OK\b/i.test(line)) break;
-        return fail(`login as ${JSON.stringify(login)} refused`);
+        if (!/^a1 OK\b/i.test(line)) return fail(`login as ${JSON.stringify(login)} refused`);
+        loggedIn = true;
       }
+      // Only a tagged OK is a login; a server that never sends one has not let us in.
+      if (!loggedIn) return fail(`login as ${JSON.stringify(login)}: no tagged answer in 1000 lines`);
     }
     await quit(s, "a2 LOGOUT\r\n");
     return pass({ matched: greet.slice(0, 200) });

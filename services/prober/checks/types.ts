@@ -1,6 +1,7 @@
 // What every check module receives and returns. A protocol check is an async function of a
 // ProbeContext; the dispatcher (../checks.ts) gives it a deadline signal and turns whatever it
 // throws into a failed CheckOutcome, so modules can simply throw on every failure.
+import vm from "node:vm";
 import type { Check, Real, VirtualService } from "../../../shared/schemas/config.ts";
 
 export interface CheckTarget { vs: VirtualService; real: Real }
@@ -40,14 +41,43 @@ export class CheckFailure extends Error {}
 export const fail = (detail: string, extra: Partial<ProtoResult> = {}): ProtoResult => ({ ok: false, detail, ...extra });
 export const pass = (extra: Partial<ProtoResult> = {}): ProtoResult => ({ ok: true, detail: null, ...extra });
 
-/** The receive pattern as a JavaScript RegExp; an invalid regex is matched as a literal string. */
+/** How long a receive pattern may run on one reply before the check fails. */
+export const RECEIVE_LIMIT_MS = 100;
+
+// A pattern with quantifiers can backtrack catastrophically on a hostile reply ((a+)+$ on 40
+// bytes runs for ages) and would block the event loop, and with it every other check. Such
+// patterns run in a vm context whose timeout interrupts the regex engine; plain literal patterns
+// (the usual "Test Page") stay on the fast path, as the guard costs ~70 µs per match.
+const guardCtx = vm.createContext({});
+const guardScript = new vm.Script("__re.exec(__body)");
+const QUANTIFIED = /[*+?{]/;
+
+/**
+ * The receive pattern as a JavaScript RegExp; an invalid regex is matched as a literal string.
+ * Throws CheckFailure when a quantified pattern runs longer than RECEIVE_LIMIT_MS on the body.
+ */
 export function receiveMatcher(receive: string): (body: string) => string | null {
+  let re: RegExp;
   try {
-    const re = new RegExp(receive);
-    return (body) => re.exec(body)?.[0] ?? null;
+    re = new RegExp(receive);
   } catch {
     return (body) => (body.includes(receive) ? receive : null);
   }
+  if (!QUANTIFIED.test(receive)) return (body) => re.exec(body)?.[0] ?? null;
+  return (body) => {
+    guardCtx.__re = re;
+    guardCtx.__body = body;
+    try {
+      return (guardScript.runInContext(guardCtx, { timeout: RECEIVE_LIMIT_MS }) as RegExpExecArray | null)?.[0] ?? null;
+    } catch (e) {
+      if ((e as { code?: string }).code === "ERR_SCRIPT_EXECUTION_TIMEOUT") {
+        throw new CheckFailure(`receive ${JSON.stringify(receive.slice(0, 80))} ran over ${RECEIVE_LIMIT_MS} ms on the reply (catastrophic backtracking?): simplify the pattern`);
+      }
+      throw e;
+    } finally {
+      guardCtx.__body = "";
+    }
+  };
 }
 
 /**
