@@ -7,6 +7,7 @@
 //  - by value: every secret read through this module is registered, and scrubKnownSecrets()
 //    replaces it in any text (a log line, a serialized event), whatever key or message carries it.
 import { readFileSync, statSync } from "node:fs";
+import { dirname, isAbsolute, join } from "node:path";
 import type { Authenticator, TlsOptions } from "@nats-io/nats-core";
 import { nkeyAuthenticator, nkeys } from "@nats-io/nats-core";
 
@@ -220,6 +221,33 @@ export function registerModelSecrets(value: unknown, depth = 0): void {
     if (typeof v === "string" && isSecretKey(k)) registerSecret(v);
     else registerModelSecrets(v, depth + 1);
   }
+}
+
+/** A problem with a credential file of a virtual service's check, for a configuration diagnostic. */
+export interface CredentialFileProblem { file: string; line: number; directive: string; message: string }
+
+/**
+ * Fills check.login/passwd/secret from check.loginFile/passwdFile/secretFile (relative paths are
+ * relative to the file that defines the virtual service). Giving both forms is a problem, and so is
+ * a file that cannot be read or is empty. Mutates the checks; returns the problems.
+ */
+export function resolveCredentialFiles(vss: { id: string; check: Record<string, unknown>; source?: { file: string; line: number } | null }[]): CredentialFileProblem[] {
+  const problems: CredentialFileProblem[] = [];
+  for (const vs of vss) {
+    for (const key of ["login", "passwd", "secret"] as const) {
+      const path = vs.check[`${key}File`];
+      if (typeof path !== "string" || !path) continue;
+      const at = { file: vs.source?.file ?? "(configuration)", line: vs.source?.line ?? 1, directive: `${vs.id} check.${key}File` };
+      if (typeof vs.check[key] === "string") { problems.push({ ...at, message: `give ${key} or ${key}File, not both` }); continue; }
+      const full = isAbsolute(path) || !vs.source ? path : join(dirname(vs.source.file), path);
+      try {
+        vs.check[key] = readSecretFile(full);
+      } catch (e) {
+        problems.push({ ...at, message: e instanceof Error ? e.message : String(e) });
+      }
+    }
+  }
+  return problems;
 }
 
 /** pino `redact` paths for the secret keys, at the top level and two levels down. */

@@ -319,3 +319,31 @@ test("every subject the code builds (shared/subjects.ts) is allowed to some iden
   }
   assert.deepEqual(orphans, [], "subjects nobody may use: add them to infra/nats/roles.ts (and the tables in docs/security.md)");
 });
+
+test("probe credentials from files: check.passwdFile fills passwd at load, stays a reference in convert, and errors name the file", async (t) => {
+  const { loadConfig, configToYaml } = await import("../shared/config/load.ts");
+  const { ConfigError, formatDiagnostic } = await import("../shared/config/diagnostics.ts");
+  const dir = tmp();
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, "probe.pass"), "From-A-File-Passw0rd\n", { mode: 0o600 });
+  writeFileSync(join(dir, "radius.secret"), "From-A-File-Secret\n", { mode: 0o600 });
+  const yaml = (check: string) => `site: s\nvirtualServices:\n  - address: 198.51.100.50\n    port: 1812\n    protocol: udp\n    check: { type: negotiate, service: radius, login: probe, ${check} }\n    reals: [{ address: 203.0.113.11, forwarding: masq }]\n`;
+  writeFileSync(join(dir, "ok.yaml"), yaml(`passwdFile: probe.pass, secretFile: ${join(dir, "radius.secret")}`));
+  const { model, sources } = loadConfig([join(dir, "ok.yaml")]);
+  const c = model.virtualServices[0]!.check;
+  assert.equal(c.passwd, "From-A-File-Passw0rd");
+  assert.equal(c.secret, "From-A-File-Secret");
+  assert.ok(!sources.some((s) => s.text.includes("From-A-File")), "the secrets are not in the configuration texts (hashed and stored as versions)");
+  assert.equal(scrubKnownSecrets("x From-A-File-Passw0rd y"), `x ${REDACTED} y`, "a secret read from a file is scrubbed from logs and events");
+  const converted = configToYaml(model);
+  assert.match(converted, /passwdFile: probe\.pass/);
+  assert.ok(!converted.includes("From-A-File"), "convert keeps the reference, not the content");
+  for (const [check, why] of [["passwd: inline-pw, passwdFile: probe.pass", /check\.passwdFile: give passwd or passwdFile, not both/], ["passwdFile: missing.pass", /check\.passwdFile: cannot read secret file .*missing\.pass: ENOENT/]] as const) {
+    writeFileSync(join(dir, "bad.yaml"), yaml(check));
+    try { loadConfig([join(dir, "bad.yaml")]); assert.fail("loaded"); } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.diagnostics.map(formatDiagnostic).join("\n"), why);
+      assert.match(formatDiagnostic(e.diagnostics[0]!), /bad\.yaml:3:1: error:/);
+    }
+  }
+});

@@ -9,6 +9,7 @@ import { Collector, ConfigError, hasErrors, sortDiagnostics, type Diagnostic } f
 import { parseLdirectord } from "./ldirectord.ts";
 import { looksLikeKeepalived, parseKeepalived } from "./keepalived.ts";
 import { parseNative, type NativePart, type Position } from "./native.ts";
+import { resolveCredentialFiles } from "../secrets.ts";
 
 export type ConfigFormat = "ldirectord" | "keepalived" | "yaml";
 export const FORMATS: readonly ConfigFormat[] = ["ldirectord", "keepalived", "yaml"];
@@ -140,6 +141,8 @@ function loadUnguarded(sources: { path: string; text: string }[], opts: LoadOpti
     global: { ...(ldAutoreload !== undefined ? { autoreload: ldAutoreload } : {}), ...global },
     virtualServices: dedupe(vss, diagnostics),
   };
+  // Probe credentials from files (check.passwdFile …): the secrets stay out of the texts hashed and stored as versions.
+  for (const p of resolveCredentialFiles(model.virtualServices)) diagnostics.push(diag("error", { file: p.file, line: p.line, col: 1 }, p.directive, p.message));
   if (!hasErrors(diagnostics)) crossCheck(nodes, groups, model.virtualServices, diagnostics);
   const parsed = Model.safeParse(model);
   if (!parsed.success) {
@@ -218,6 +221,8 @@ function crossCheck(
 /** The native YAML form of a model (without `source`, which describes where it came from). */
 export function configToYaml(model: Model): string {
   const { virtualServices, ...rest } = model;
-  const doc = { ...rest, virtualServices: virtualServices.map(({ source: _source, ...vs }) => vs) };
+  // A credential read from a file stays a file reference: never its content.
+  const fromFiles = (c: VirtualService["check"]) => Object.fromEntries(Object.entries(c).filter(([k]) => !(["login", "passwd", "secret"].includes(k) && (c as Record<string, unknown>)[`${k}File`])));
+  const doc = { ...rest, virtualServices: virtualServices.map(({ source: _source, ...vs }) => ({ ...vs, check: fromFiles(vs.check) })) };
   return `# lvsflow configuration, native form (generated)\n${stringify(doc, { lineWidth: 0 })}`;
 }

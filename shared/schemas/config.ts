@@ -63,6 +63,11 @@ export const Check = z.object({
   passwd: z.string().optional(),
   database: z.string().optional(),
   secret: z.string().optional(),
+  /** The same credentials read from files (content without the final newline), so they stay out of
+   *  the configuration text and its stored versions; relative to the configuration file. */
+  loginFile: z.string().optional(),
+  passwdFile: z.string().optional(),
+  secretFile: z.string().optional(),
 });
 export type Check = z.infer<typeof Check>;
 
