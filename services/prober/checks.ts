@@ -6,7 +6,7 @@
 import { performance } from "node:perf_hooks";
 import type { Check, VirtualService } from "../../shared/schemas/config.ts";
 import { CheckFailure, abortPromise, delay, type CheckOutcome, type CheckTarget, type ProbeContext, type ProtoCheck, type ProtoResult } from "./checks/types.ts";
-import { connectCheck } from "./checks/connect.ts";
+import { connectOnce } from "./checks/connect.ts";
 import { httpCheck } from "./checks/http.ts";
 import { smtpCheck, popCheck, imapCheck, nntpCheck, simpletcpCheck } from "./checks/text.ts";
 import { ftpCheck } from "./checks/ftp.ts";
@@ -105,7 +105,12 @@ export async function attempt(target: CheckTarget, kind: AttemptKind, signal: Ab
   });
   if (signal.aborted) return out({ ok: false, detail: "aborted before start" });
   const needsPort = kind === "connect" || kind === "negotiate";
-  if (needsPort && !p.port && target.vs.check.service !== "none") return out({ ok: false, detail: "no port to check (real port 0 and no checkport)" });
+  if (needsPort && !p.port && (kind === "connect" || target.vs.check.service !== "none")) return out({ ok: false, detail: "no port to check (real port 0 and no checkport)" });
+  if (kind === "connect") {
+    // The lean path (see connect.ts): its own timer is the deadline; a stop only drops the result.
+    const err = await connectOnce(p.host, p.port, p.timeoutMs, p.connectTimeoutMs);
+    return out(err === null ? { ok: true } : { ok: false, detail: err });
+  }
   // The attempt's own deadline, chained to the caller's signal (prober stop, scheduler deadline).
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error(`timeout after ${p.timeoutMs / 1000}s`)), p.timeoutMs);
@@ -113,7 +118,7 @@ export async function attempt(target: CheckTarget, kind: AttemptKind, signal: Ab
   signal.addEventListener("abort", onOuter, { once: true });
   const ctx: ProbeContext = { target, check: target.vs.check, ...p, signal: ac.signal };
   try {
-    const run: ProtoCheck = kind === "connect" ? connectCheck : kind === "ping" ? pingCheck : kind === "external" ? externalCheck
+    const run: ProtoCheck = kind === "ping" ? pingCheck : kind === "external" ? externalCheck
       : kind === "plugin" ? pluginCheck : (NEGOTIATORS[target.vs.check.service] ?? (async () => ({ ok: false, detail: unsupportedReason(target.vs) ?? "unsupported" })));
     // The race is the hard deadline: a module (or plugin) that ignores its signal still loses.
     return out(await Promise.race([Promise.resolve().then(() => run(ctx)), abortPromise(ac.signal, 25)]));
@@ -121,9 +126,10 @@ export async function attempt(target: CheckTarget, kind: AttemptKind, signal: Ab
     const msg = e instanceof CheckFailure ? e.message : `check threw: ${e instanceof Error ? e.message : String(e)}`;
     return out({ ok: false, detail: msg });
   } finally {
+    // Modules release their sockets when they settle; aborting here would only cost an Error and
+    // an event per check. The deadline race above already covers a module that did not settle.
     clearTimeout(timer);
     signal.removeEventListener("abort", onOuter);
-    if (!ac.signal.aborted) ac.abort(new Error("check finished")); // releases anything the module left open
   }
 }
 

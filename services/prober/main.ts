@@ -25,6 +25,10 @@ const proberMetrics = {
     name: "lvsflow_prober_checks_skipped_total", help: "Check slots skipped because the previous check of the real was still running",
     registers: [registry],
   }),
+  lateness: new client.Histogram({
+    name: "lvsflow_prober_schedule_lateness_seconds", help: "How late checks start against their planned slot (a busy prober falls behind)",
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry],
+  }),
   targets: new client.Gauge({
     name: "lvsflow_prober_targets", help: "Checked real servers by last result (unknown = no result yet)",
     labelNames: ["state"], registers: [registry],
@@ -52,6 +56,9 @@ export interface ProberOptions {
 export function targetsOf(model: Model): CheckTarget[] {
   return model.virtualServices.flatMap((vs) => vs.reals.map((real) => ({ vs, real })));
 }
+
+/** Results per health.summary message; a prober with more reals sends several per period. */
+export const SUMMARY_CHUNK = 1000;
 
 /** Summary period: the smallest check interval of the model, at least one second. */
 export function summaryPeriodMs(model: Model): number {
@@ -94,16 +101,40 @@ export async function startProber(ctx: ServiceContext, opts: ProberOptions = {})
     }
   };
 
+  // Labelled metric children cached per check definition: thousands of checks per second.
+  const metricCache = new WeakMap<object, { ok: client.Counter; fail: client.Counter; latency: client.Histogram }>();
+  const metricsFor = (c: Model["virtualServices"][number]["check"]) => {
+    let m = metricCache.get(c);
+    if (!m) {
+      const check = checkLabel(c);
+      m = {
+        ok: proberMetrics.checks.labels({ check, result: "ok" }) as unknown as client.Counter,
+        fail: proberMetrics.checks.labels({ check, result: "fail" }) as unknown as client.Counter,
+        latency: proberMetrics.latency.labels({ check }) as unknown as client.Histogram,
+      };
+      metricCache.set(c, m);
+    }
+    return m;
+  };
+  let lastSkipLog = 0, skippedSinceLog = 0;
+
   const sched = new ProbeScheduler({
     onResult: publishResult,
     onCheck: (o, t) => {
-      const check = checkLabel(t.vs.check);
-      proberMetrics.checks.inc({ check, result: o.ok ? "ok" : "fail" });
-      proberMetrics.latency.observe({ check }, o.latencyMs / 1000);
+      const m = metricsFor(t.vs.check);
+      (o.ok ? m.ok : m.fail).inc();
+      m.latency.observe(o.latencyMs / 1000);
     },
+    onLaunch: (_key, lateMs) => proberMetrics.lateness.observe(Math.max(0, lateMs) / 1000),
     onSkip: (key) => {
       proberMetrics.skipped.inc();
-      log.warn({ target: key }, "previous check still running; slot skipped (timeout longer than interval?)");
+      // At most one line per 10 s: with many dead reals this would otherwise flood the log.
+      skippedSinceLog++;
+      if (Date.now() - lastSkipLog >= 10_000) {
+        log.warn({ target: key, skipped: skippedSinceLog }, "previous check still running; slot(s) skipped (timeout longer than interval?)");
+        lastSkipLog = Date.now();
+        skippedSinceLog = 0;
+      }
     },
   });
 
@@ -115,25 +146,30 @@ export async function startProber(ctx: ServiceContext, opts: ProberOptions = {})
     }
   };
 
-  const counts = () => {
+  const countOf = (states: TargetState[]) => {
     let up = 0, down = 0, unknown = 0;
-    for (const s of sched.states()) s.ok === null ? unknown++ : s.ok ? up++ : down++;
+    for (const s of states) s.ok === null ? unknown++ : s.ok ? up++ : down++;
     return { targets: up + down + unknown, up, down, unknown };
   };
+  const counts = () => countOf(sched.states());
 
   const publishSummary = () => {
     const now = Date.now();
+    const states = sched.states();
     // Reals without a first result yet are left out: absent means unknown, never "down".
-    const results = sched.states().filter((s) => s.ok !== null && s.lastCheckAt !== null)
+    const results = states.filter((s) => s.ok !== null && s.lastCheckAt !== null)
       .map((s) => ({ vs: s.vs, real: s.real, ok: s.ok as boolean, streak: s.streak, ageMs: Math.max(0, now - (s.lastCheckAt as number)) }));
-    const c = counts();
+    const c = countOf(states);
     proberMetrics.targets.set({ state: "up" }, c.up);
     proberMetrics.targets.set({ state: "down" }, c.down);
     proberMetrics.targets.set({ state: "unknown" }, c.unknown);
-    try {
-      bus.publish(subjects.healthSummary(site, prober), makeEvent("health.summary", { prober, intervalMs: periodMs, results }, { source, configVersion }));
-    } catch (e) {
-      log.error({ err: String(e) }, "could not build health.summary");
+    // In parts of SUMMARY_CHUNK results: 10,000 reals in one message would pass NATS's 1 MB limit.
+    for (let i = 0; i === 0 || i < results.length; i += SUMMARY_CHUNK) {
+      try {
+        bus.publish(subjects.healthSummary(site, prober), makeEvent("health.summary", { prober, intervalMs: periodMs, results: results.slice(i, i + SUMMARY_CHUNK) }, { source, configVersion }));
+      } catch (e) {
+        log.error({ err: String(e) }, "could not build health.summary");
+      }
     }
   };
 

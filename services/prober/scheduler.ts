@@ -3,6 +3,7 @@
 // checks spread out instead of firing in bursts, and one slow real never delays another (unlike
 // ldirectord's serial loop, reference §1.8). The clock is injected so tests can drive time.
 import { realId } from "../../shared/schemas/config.ts";
+import { SlotHeap } from "./slot-heap.ts";
 import { checkBudgetMs, checkLabel, createCheckRunner, type CheckOutcome, type CheckTarget } from "./checks.ts";
 
 export type CheckRunner = (target: CheckTarget, signal: AbortSignal) => Promise<CheckOutcome>;
@@ -60,6 +61,8 @@ export interface SchedulerOptions {
   onCheck?: (outcome: CheckOutcome, target: CheckTarget) => void;
   /** Called when a slot is skipped because the previous check still runs. */
   onSkip?: (key: string) => void;
+  /** Called when a check starts, with how late it is against its slot (ms; for metrics). */
+  onLaunch?: (key: string, lateMs: number) => void;
 }
 
 interface Slot {
@@ -67,12 +70,17 @@ interface Slot {
   /** Changes when the check definition changes: a new definition starts a fresh history. */
   signature: string;
   state: TargetState;
-  timer: unknown;
   nextAt: number;
+  /** Position in the due-time heap; -1 when not queued. */
+  heapIndex: number;
+  seq: number;
   /** Bumped for every check and on removal, so a late result of an older run is ignored. */
   gen: number;
   inFlight: { gen: number; ac: AbortController; timers: unknown[] } | null;
 }
+
+/** Checks started per timer turn at most; the rest follow after pending I/O has been handled. */
+const MAX_BATCH = 500;
 
 export function targetKey(t: CheckTarget): string {
   return `${t.vs.id}|${realId(t.real)}`;
@@ -91,6 +99,12 @@ export class ProbeScheduler {
   private readonly random: () => number;
   private readonly graceMs: number;
   private running = false;
+  private readonly due = new SlotHeap<Slot>();
+  private seq = 0;
+  /** The one timer, armed for the earliest due slot, and when it fires. */
+  private timer: unknown = null;
+  private timerAt = Infinity;
+  private firing = false;
 
   constructor(private readonly opts: SchedulerOptions) {
     this.run = opts.run ?? createCheckRunner();
@@ -115,7 +129,7 @@ export class ProbeScheduler {
     for (const [key, t] of wanted) {
       if (this.slots.has(key)) continue;
       const slot: Slot = {
-        target: t, signature: signatureOf(t), timer: null, nextAt: 0, gen: 0, inFlight: null,
+        target: t, signature: signatureOf(t), nextAt: 0, heapIndex: -1, seq: this.seq++, gen: 0, inFlight: null,
         state: { key, vs: t.vs.id, real: realId(t.real), ok: null, streak: 0, lastCheckAt: null, lastOutcome: null, skipped: 0 },
       };
       this.slots.set(key, slot);
@@ -133,6 +147,9 @@ export class ProbeScheduler {
   stop(): void {
     this.running = false;
     for (const slot of this.slots.values()) this.cancel(slot);
+    if (this.timer !== null) this.clock.clearTimer(this.timer);
+    this.timer = null;
+    this.timerAt = Infinity;
   }
 
   states(): TargetState[] {
@@ -151,8 +168,7 @@ export class ProbeScheduler {
   }
 
   private cancel(slot: Slot): void {
-    if (slot.timer !== null) this.clock.clearTimer(slot.timer);
-    slot.timer = null;
+    this.due.remove(slot);
     slot.gen++;
     if (slot.inFlight) {
       for (const h of slot.inFlight.timers) this.clock.clearTimer(h);
@@ -169,14 +185,47 @@ export class ProbeScheduler {
   }
 
   private arm(slot: Slot): void {
-    slot.timer = this.clock.setTimer(() => this.tick(slot), slot.nextAt - this.clock.now());
+    this.due.push(slot);
+    this.rearm();
+  }
+
+  /** Keeps the one timer on the earliest due slot. */
+  private rearm(): void {
+    const top = this.due.peek();
+    if (!top || !this.running || this.firing) return;
+    if (this.timer !== null && this.timerAt <= top.nextAt) return;
+    if (this.timer !== null) this.clock.clearTimer(this.timer);
+    this.timerAt = top.nextAt;
+    this.timer = this.clock.setTimer(() => this.fire(), top.nextAt - this.clock.now());
+  }
+
+  /**
+   * Starts every due slot, at most MAX_BATCH per turn: a backlog is worked off in turns with I/O
+   * in between (connects complete, results get recorded) instead of one long blocking burst.
+   */
+  private fire(): void {
+    this.timer = null;
+    this.timerAt = Infinity;
+    const now = this.clock.now();
+    this.firing = true;
+    try {
+      for (let n = 0; n < MAX_BATCH; n++) {
+        const top = this.due.peek();
+        if (!top || top.nextAt > now || !this.running) break;
+        this.due.pop();
+        this.tick(top);
+      }
+    } finally {
+      this.firing = false;
+    }
+    this.rearm();
   }
 
   private tick(slot: Slot): void {
-    slot.timer = null;
     if (!this.running || this.slots.get(slot.state.key) !== slot) return;
     const intervalMs = slot.target.vs.check.interval * 1000;
     const now = this.clock.now();
+    const lateMs = now - slot.nextAt;
     // Drift-free grid: the next slot follows the planned one, not the moment the timer fired.
     // Slots already missed (a stalled event loop) are skipped rather than run in a burst.
     slot.nextAt += intervalMs;
@@ -188,6 +237,7 @@ export class ProbeScheduler {
       this.opts.onSkip?.(slot.state.key);
       return;
     }
+    try { this.opts.onLaunch?.(slot.state.key, lateMs); } catch { /* metrics must not break scheduling */ }
     this.launch(slot);
   }
 
@@ -206,8 +256,11 @@ export class ProbeScheduler {
     };
     // The check gets an abort at its timeout; if it still has not settled a little later, it is
     // recorded as failed anyway so a misbehaving check can never stall this target's schedule.
-    flight.timers.push(this.clock.setTimer(() => ac.abort(new Error(`timeout after ${timeoutMs / 1000}s`)), timeoutMs));
-    flight.timers.push(this.clock.setTimer(() => settle(failed(`no result within the ${timeoutMs / 1000}s timeout`, timeoutMs + this.graceMs)), timeoutMs + this.graceMs));
+    // One timer per check (thousands run per second): the grace timer is armed only on overrun.
+    flight.timers.push(this.clock.setTimer(() => {
+      ac.abort(new Error(`timeout after ${timeoutMs / 1000}s`));
+      if (slot.inFlight === flight) flight.timers.push(this.clock.setTimer(() => settle(failed(`no result within the ${timeoutMs / 1000}s timeout`, timeoutMs + this.graceMs)), this.graceMs));
+    }, timeoutMs));
     let p: Promise<CheckOutcome>;
     try {
       p = Promise.resolve(this.run(slot.target, ac.signal));

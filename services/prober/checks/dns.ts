@@ -114,7 +114,7 @@ function udpExchange(ctx: ProbeContext, query: Buffer, id: number): Promise<Buff
 }
 
 async function tcpExchange(ctx: ProbeContext, query: Buffer): Promise<Buffer> {
-  const sock = await openSocket({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, label: "dns/tcp" });
+  const sock = await openSocket({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, timeoutMs: ctx.timeoutMs, signal: ctx.signal, label: "dns/tcp" });
   try {
     const len = Buffer.alloc(2);
     len.writeUInt16BE(query.length);

@@ -16,7 +16,7 @@ export function parsePasv(line: string): number | null {
 }
 
 export async function ftpCheck(ctx: ProbeContext): Promise<ProtoResult> {
-  const s = await LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, label: "ftp" });
+  const s = await LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, timeoutMs: ctx.timeoutMs, signal: ctx.signal, label: "ftp" });
   try {
     const greet = await s.readReply();
     if (greet.code !== 220) return fail(`greeting ${short(greet.lines.join(" "))}`);
@@ -42,7 +42,7 @@ export async function ftpCheck(ctx: ProbeContext): Promise<ProtoResult> {
     r = await s.readReply();
     const dataPort = r.code === 227 ? parsePasv(r.lines.at(-1)!) : null;
     if (dataPort === null) return fail(`PASV refused or unreadable: ${short(r.lines.join(" "))}`);
-    const data = await openSocket({ host: ctx.host, port: dataPort, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, label: "ftp data" });
+    const data = await openSocket({ host: ctx.host, port: dataPort, connectTimeoutMs: ctx.connectTimeoutMs, timeoutMs: ctx.timeoutMs, signal: ctx.signal, label: "ftp data" });
     try {
       const body = LineSession.readAll(data, MAX_FILE, ctx.signal);
       body.catch(() => {}); // awaited below only when RETR is accepted

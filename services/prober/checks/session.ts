@@ -10,7 +10,11 @@ const MAX_LINE = 16 * 1024;
 
 export interface TlsOptions { servername?: string; rejectUnauthorized: boolean }
 
-export interface OpenOptions { host: string; port: number; connectTimeoutMs: number; signal: AbortSignal; tls?: TlsOptions | null; label: string }
+export interface OpenOptions {
+  host: string; port: number; connectTimeoutMs: number; signal: AbortSignal; tls?: TlsOptions | null; label: string;
+  /** The attempt's own deadline; no separate connect timer is armed when it is not shorter. */
+  timeoutMs?: number;
+}
 
 export function where(host: string, port: number): string {
   return `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
@@ -31,7 +35,8 @@ export function openSocket(o: OpenOptions): Promise<Socket> {
       clearTimeout(timer);
       if (err) { sock.destroy(); reject(err); } else resolve(sock);
     };
-    const timer = setTimeout(() => finish(new CheckFailure(`${at}: connect timeout after ${o.connectTimeoutMs / 1000}s`)), o.connectTimeoutMs);
+    const timer = o.timeoutMs !== undefined && o.connectTimeoutMs >= o.timeoutMs ? undefined
+      : setTimeout(() => finish(new CheckFailure(`${at}: connect timeout after ${o.connectTimeoutMs / 1000}s`)), o.connectTimeoutMs);
     // Destroy on the check's deadline whatever phase the session is in.
     const onAbort = () => { sock.destroy(); finish(new CheckFailure(`${at}: ${reasonText(o.signal)}`)); };
     o.signal.addEventListener("abort", onAbort, { once: true });

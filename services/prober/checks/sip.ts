@@ -35,7 +35,7 @@ export async function sipCheck(ctx: ProbeContext): Promise<ProtoResult> {
       (addr, port) => Buffer.from(sipOptions(login, addr, port, "UDP"), "latin1"));
     status = reply.toString("latin1").split("\r\n", 1)[0];
   } else {
-    const s = await LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, label: "sip" });
+    const s = await LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, timeoutMs: ctx.timeoutMs, signal: ctx.signal, label: "sip" });
     try {
       s.write(sipOptions(login, "0.0.0.0", 0, "TCP"));
       status = await s.readLine();

@@ -13,7 +13,7 @@ export function tlsFor(ctx: ProbeContext): TlsOptions {
 }
 
 function open(ctx: ProbeContext, label: string, tls: boolean): Promise<LineSession> {
-  return LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, signal: ctx.signal, tls: tls ? tlsFor(ctx) : null, label });
+  return LineSession.open({ host: ctx.host, port: ctx.port, connectTimeoutMs: ctx.connectTimeoutMs, timeoutMs: ctx.timeoutMs, signal: ctx.signal, tls: tls ? tlsFor(ctx) : null, label });
 }
 
 const short = (s: string) => JSON.stringify(s.slice(0, 120));

@@ -35,8 +35,18 @@ export interface ProtoResult { ok: boolean; detail?: string | null; httpStatus?:
 
 export type ProtoCheck = (ctx: ProbeContext) => Promise<ProtoResult>;
 
-/** A failure with a message meant for the operator (shown as the result's error). */
-export class CheckFailure extends Error {}
+/**
+ * A failure with a message meant for the operator (shown as the result's error). No stack trace:
+ * thousands of checks fail per second when a rack goes dark, and stacks are costly and unused.
+ */
+export class CheckFailure extends Error {
+  constructor(message: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    super(message);
+    Error.stackTraceLimit = limit;
+  }
+}
 
 export const fail = (detail: string, extra: Partial<ProtoResult> = {}): ProtoResult => ({ ok: false, detail, ...extra });
 export const pass = (extra: Partial<ProtoResult> = {}): ProtoResult => ({ ok: true, detail: null, ...extra });
