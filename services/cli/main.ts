@@ -9,6 +9,7 @@ const USAGE = `lvsflow — highly available load balancing with Linux kernel rul
   lvsflow config check FILE… [--format F] [--json] [--strict]         validate ldirectord.cf / keepalived.conf / YAML
   lvsflow config convert FILE… --to yaml                              the native form of a configuration
   lvsflow config schema                                               JSON Schema of the native file
+  lvsflow schema events [TYPE]                                        JSON Schema of the bus events (for publishers in any language)
   lvsflow config push FILE… | history | diff A B | show V             configuration versions in Redis, live reload
   lvsflow lab up | down | status                                      the seed's cluster in network namespaces
   lvsflow audit [--since T] [--vs V] [--real R] [--type T] [--json]   recorded history, in order; audit export: NDJSON
@@ -28,6 +29,7 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case "run": return runCommand(rest);
     case "config": return (await import("./config.ts")).configCommand(rest);
+    case "schema": return (await import("./schema.ts")).schemaCommand(rest);
     case "lab": return (await import("../lab/main.ts")).labCommand(rest);
     case "audit": return auditCommand(rest);
     case "why": return (await import("./why.ts")).whyCommand(rest);
