@@ -218,3 +218,22 @@ test("plugins: a module file registers its probes by name", async (t) => {
   await assert.rejects(loadProbeModule(bad), /exports no `probes` object/);
   assert.equal(typeof (await freePort()), "number");
 });
+
+test("lean http parser: status line, headers, chunked bodies, malformed input", async () => {
+  const { parseHead, dechunk, MAX_HEADER_BYTES } = await import("../services/prober/checks/http-lean.ts");
+  const h = parseHead(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello"))!;
+  assert.deepEqual([h.status, h.length, h.chunked, h.headEnd], [200, 5, false, 45]);
+  assert.equal(parseHead(Buffer.from("HTTP/1.1 200 OK\r\nX: y")), null); // incomplete
+  assert.equal(parseHead(Buffer.from("HTTP/1.0 404\r\n\r\n"))!.status, 404);
+  assert.throws(() => parseHead(Buffer.from("SSH-2.0-OpenSSH\r\n\r\n")), /not an HTTP response|invalid HTTP status line/);
+  assert.throws(() => parseHead(Buffer.from("HTTP/1.1 \u001b[2J 200\r\n\r\n")), /invalid HTTP status line/);
+  assert.throws(() => parseHead(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n")), /invalid Content-Length/);
+  assert.throws(() => parseHead(Buffer.from("HTTP/1.1 200 OK\r\nX: " + "a".repeat(MAX_HEADER_BYTES))), /HPE_HEADER_OVERFLOW/);
+  assert.equal(parseHead(Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))!.chunked, true);
+  const d = dechunk(Buffer.from("4\r\naaaa\r\n3;ext=1\r\nbbb\r\n0\r\n\r\n"), 1000);
+  assert.deepEqual([d.body.toString(), d.done], ["aaaabbb", true]);
+  const partial = dechunk(Buffer.from("4\r\naa"), 1000);
+  assert.deepEqual([partial.body.toString(), partial.done], ["aa", false]);
+  assert.equal(dechunk(Buffer.from("10000\r\n" + "y".repeat(0x10000)), 0x8000).done, true); // capped: judged on the first bytes
+  assert.throws(() => dechunk(Buffer.from("zz\r\n"), 10), /invalid chunk size/);
+});

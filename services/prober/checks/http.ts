@@ -4,6 +4,7 @@
 import { isIP, type Socket } from "node:net";
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
+import { httpLeanCheck } from "./http-lean.ts";
 import { CheckFailure, fail, pass, reasonText, receiveMatcher, type ProbeContext, type ProtoResult } from "./types.ts";
 
 /** Bodies are read up to this size: enough for any health page, bounded against huge replies. */
@@ -56,6 +57,8 @@ export function httpCheck(ctx: ProbeContext): Promise<ProtoResult> {
     servername = sniName && isIP(sniName) === 0 ? sniName : "";
   }
   const label = proxy ? "http_proxy" : https ? "https" : "http";
+  // Plain http, the check that runs by the thousand: the lean raw-socket path.
+  if (!https && !proxy) return httpLeanCheck(ctx, path, hostHeader);
   return new Promise<ProtoResult>((resolve) => {
     let req: ClientRequest | null = null;
     let res: IncomingMessage | null = null;
