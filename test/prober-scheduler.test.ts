@@ -193,3 +193,20 @@ test("several virtual services with the same real are tracked separately", async
   env.sched.stop();
   assert.deepEqual(env.results.map((r) => r.key).sort(), ["tcp:198.51.100.50:80|192.0.2.1:80", "tcp:198.51.100.51:80|192.0.2.1:80"]);
 });
+
+test("one timer for many reals: 2,000 due at once start in batches, all at their slot, none twice", async () => {
+  const reals = Array.from({ length: 2000 }, (_, i) => ({ address: `192.0.2.${1 + (i % 200)}`, port: 1000 + i }));
+  const env = setup(() => Promise.resolve(outcome(true)), () => 0.25); // every first slot at 250 ms
+  env.sched.setTargets(targets(vs({ interval: 1, timeout: 0.5 }, reals)));
+  env.sched.start();
+  // Only one timer is pending whatever the number of reals.
+  assert.equal(env.clock.timers.size, 1);
+  await env.clock.advance(1_300);
+  const firstRound = env.checks.filter((c) => c.at < 1000);
+  assert.equal(firstRound.length, 2000);
+  assert.ok(firstRound.every((c) => c.at === 250), "a batch started late");
+  assert.equal(new Set(firstRound.map((c) => c.key)).size, 2000);
+  assert.equal(env.checks.filter((c) => c.at === 1250).length, 2000);
+  env.sched.stop();
+  assert.equal(env.clock.timers.size, 0, "stop leaves no timer behind");
+});
