@@ -160,7 +160,7 @@ interface SimNode { name: string; m: ReturnType<typeof machine>; exec: { holds: 
 /** Runs lb1, lb2 and a witness for `ms` of simulated time with partitions from `cut(t)`; samples holders every 5 ms. */
 function simulate(ms: number, cut: (t: number) => Set<string>, seed: number) {
   let rnd = seed;
-  const rand = () => ((rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rand = () => ((rnd = (rnd * 48271) % 2147483647) / 2147483647); // Park–Miller, exact in doubles
   const nodes: Record<string, SimNode> = {};
   let now = 0, double = 0, held = 0, samples = 0;
   const pending: { at: number; node: string; d: OwnershipEmitted; lease: number | null }[] = [];

@@ -150,11 +150,12 @@ if (PARTITION_S > 0) {
     await watch.start();
     const links: Link[] = system === "lvsflow-quorum" ? ["lb1-lb2", "lb1-w", "lb2-w"] : ["lb1-lb2"];
     const t0 = Date.now();
+    // Park–Miller: exact in doubles (a 1103515245 multiplier overflows 2^53 and loses the low bits).
     let rnd = 12345, shapes = 0;
-    const next = () => (rnd = (rnd * 1103515245 + 12345) % 2 ** 31);
+    const next = () => (rnd = (rnd * 48271) % 2147483647);
     const down = new Set<Link>();
     while (Date.now() - t0 < PARTITION_S * 1000) {
-      const want = new Set(links.filter(() => next() % 2 === 0));
+      const want = new Set(links.filter(() => next() % 1000 < 500));
       for (const l of links) if (want.has(l) !== down.has(l)) { await lab.link(l, !want.has(l)); if (want.has(l)) down.add(l); else down.delete(l); }
       shapes++;
       await sleep(700 + (next() % 2300));
