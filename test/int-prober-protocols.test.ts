@@ -14,6 +14,7 @@ import type { z } from "zod";
 import { SMTPServer } from "smtp-server";
 import radius from "radius";
 import sip from "sip";
+import ldap from "ldapjs";
 import { VirtualService } from "../shared/schemas/config.ts";
 import { runCheck, type CheckTarget } from "../services/prober/checks.ts";
 import { freePort } from "./harness.ts";
@@ -26,7 +27,7 @@ const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls"
 const daemons: Daemon[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
 let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null;
-let originPort = 0, smtpPort = 0, nntpPort = 0, sipPort = 0, radiusPort = 0;
+let originPort = 0, smtpPort = 0, nntpPort = 0, sipPort = 0, radiusPort = 0, ldapPort = 0, ldapsPort = 0;
 const radiusSeen: string[] = [];
 
 function listen(srv: Server | TcpServer): Promise<number> {
@@ -83,6 +84,16 @@ before(async () => {
   });
   radiusPort = await new Promise<number>((r) => rad.bind(0, "127.0.0.1", () => r(rad.address().port)));
   cleanups.push(() => new Promise<void>((r) => rad.close(() => r())));
+  // LDAP: ldapjs servers (plain and TLS); cn=probe,dc=example,dc=test / s3cret may bind.
+  for (const secure of [false, true]) {
+    const pair = secure ? tlsPair(fixtures) : null;
+    const srv = ldap.createServer(pair ? { certificate: pair.cert, key: pair.key } : {});
+    srv.bind("dc=example,dc=test", (req, res, next) => { if (req.credentials !== "s3cret") return next(new ldap.InvalidCredentialsError()); res.end(); return next(); });
+    srv.search("dc=example,dc=test", (req, res, next) => { res.send({ dn: req.dn.toString(), attributes: { objectclass: ["top", "domain"], dc: "example" } }); res.end(); return next(); });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+    if (secure) ldapsPort = srv.address().port; else ldapPort = srv.address().port;
+    cleanups.push(() => srv.close());
+  }
 });
 
 after(async () => {
@@ -243,4 +254,22 @@ test("simpletcp: request sent with \\n expanded, a reply line matches receive", 
   } finally {
     await new Promise<void>((r) => srv.close(() => r()));
   }
+});
+
+test("ldap and ldaps against ldapjs: anonymous and DN binds, search base, receive, refusals", async () => {
+  for (const [service, port] of [["ldap", ldapPort], ["ldaps", ldapsPort]] as const) {
+    const anon = await check(target({ service, request: "dc=example,dc=test", receive: "^dc=example" }, port));
+    assert.deepEqual([anon.ok, anon.matched], [true, "dc=example,dc=test"], `${service}: ${anon.error}`);
+    const bound = await check(target({ service, request: "dc=example,dc=test", login: "cn=probe,dc=example,dc=test", passwd: "s3cret" }, port));
+    assert.equal(bound.ok, true, `${service}: ${bound.error}`);
+    const bad = await check(target({ service, request: "dc=example,dc=test", login: "cn=probe,dc=example,dc=test", passwd: "nope" }, port));
+    assert.deepEqual([bad.ok, bad.error], [false, 'ldap bind as "cn=probe,dc=example,dc=test" refused: invalidCredentials (49)']);
+    const other = await check(target({ service, request: "dc=elsewhere" }, port));
+    assert.deepEqual([other.ok, other.error], [false, 'ldap search of "dc=elsewhere": noSuchObject (32)']);
+    const mismatch = await check(target({ service, request: "dc=example,dc=test", receive: "^ou=" }, port));
+    assert.equal(mismatch.ok, false);
+  }
+  // ldaps with verification: the test certificate is self-signed.
+  const verified = await check(target({ service: "ldaps", request: "dc=example,dc=test", tlsVerify: true }, ldapsPort));
+  assert.match(verified.error ?? "", /SELF_SIGNED|self.signed|DEPTH_ZERO/i);
 });

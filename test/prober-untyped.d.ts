@@ -15,3 +15,8 @@ declare module "sip" {
   };
   export default sip;
 }
+declare module "ldapjs" {
+  interface LdapServer { bind(dn: string, h: (req: any, res: any, next: any) => void): void; search(dn: string, h: (req: any, res: any, next: any) => void): void; listen(port: number, host: string, cb: () => void): void; address(): { port: number }; close(cb?: () => void): void }
+  const ldap: { createServer(o?: { certificate?: Buffer | string; key?: Buffer | string }): LdapServer; InvalidCredentialsError: new () => Error };
+  export default ldap;
+}
