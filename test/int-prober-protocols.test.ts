@@ -18,7 +18,7 @@ import ldap from "ldapjs";
 import { VirtualService } from "../shared/schemas/config.ts";
 import { runCheck, type CheckTarget } from "../services/prober/checks.ts";
 import { freePort } from "./harness.ts";
-import { startDnsmasq, startDovecot, startTinyproxy, startVsftpd, tlsPair, type Daemon } from "./prober-servers.ts";
+import { startDnsmasq, startDovecot, startPostgres, startTinyproxy, startVsftpd, tlsPair, type Daemon } from "./prober-servers.ts";
 
 type VsInput = z.input<typeof VirtualService>;
 type CheckInput = Partial<VsInput["check"]>;
@@ -26,7 +26,7 @@ type CheckInput = Partial<VsInput["check"]>;
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls");
 const daemons: Daemon[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
-let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null;
+let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null, pg: Daemon | null = null;
 let originPort = 0, smtpPort = 0, nntpPort = 0, sipPort = 0, radiusPort = 0, ldapPort = 0, ldapsPort = 0;
 const radiusSeen: string[] = [];
 
@@ -43,6 +43,8 @@ before(async () => {
     if (d) daemons.push(d);
     (start === startDnsmasq ? (dns = d) : start === startVsftpd ? (ftp = d) : start === startTinyproxy ? (proxy = d) : (dovecot = d));
   }
+  pg = await startPostgres();
+  if (pg) daemons.push(pg);
   // The origin server the proxy fetches from.
   const origin = createHttpServer((req, res) => res.end(req.url === "/via-proxy.html" ? "proxied ok\n" : "other\n"));
   originPort = await listen(origin);
@@ -272,4 +274,25 @@ test("ldap and ldaps against ldapjs: anonymous and DN binds, search base, receiv
   // ldaps with verification: the test certificate is self-signed.
   const verified = await check(target({ service: "ldaps", request: "dc=example,dc=test", tlsVerify: true }, ldapsPort));
   assert.match(verified.error ?? "", /SELF_SIGNED|self.signed|DEPTH_ZERO/i);
+});
+
+test("pgsql against PostgreSQL: SCRAM login, a query with rows is up; no rows, bad SQL, bad password are down", async (t) => {
+  if (missing(t, pg, "postgresql")) return;
+  const port = pg!.ports.pgsql;
+  const creds = { login: "probe", passwd: "s3cret", database: "postgres" };
+  const ok = await check(target({ service: "pgsql", request: "SELECT 1", ...creds }, port));
+  assert.deepEqual([ok.ok, ok.matched], [true, "1 row"], ok.error ?? "");
+  const none = await check(target({ service: "pgsql", request: "SELECT 1 WHERE false", ...creds }, port));
+  assert.deepEqual([none.ok, none.error], [false, "pgsql query returned no rows"]);
+  const bad = await check(target({ service: "pgsql", request: "SELEKT 1", ...creds }, port));
+  assert.equal(bad.ok, false);
+  assert.match(bad.error ?? "", /^pgsql query: 42601 syntax error/);
+  const pw = await check(target({ service: "pgsql", request: "SELECT 1", ...creds, passwd: "wrong" }, port));
+  assert.equal(pw.ok, false);
+  assert.match(pw.error ?? "", /28P01 password authentication failed/);
+  assert.doesNotMatch(pw.error ?? "", /wrong|s3cret/);
+  const db = await check(target({ service: "pgsql", request: "SELECT 1", ...creds, database: "nope" }, port));
+  assert.match(db.error ?? "", /3D000/);
+  const noDb = await check(target({ service: "pgsql", request: "SELECT 1", login: "probe" }, port));
+  assert.deepEqual([noDb.ok, noDb.error], [false, "pgsql check needs login and database"]);
 });

@@ -3,7 +3,7 @@
 // imap, imaps), tinyproxy (http_proxy), all from Debian (infra/install-deps.sh). Each returns null
 // when its program is not installed, so the caller can say what it skipped.
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, startProc, waitForPort, type Proc } from "./harness.ts";
@@ -136,6 +136,30 @@ export async function startTinyproxy(): Promise<Daemon | null> {
   writeFileSync(conf, [`Port ${port}`, "Listen 127.0.0.1", "Timeout 10", "MaxClients 16", "Allow 127.0.0.1", "User nobody", "Group nogroup",
     `LogFile "${join(dir, "log")}"`, "LogLevel Info", "DisableViaHeader Yes", ""].join("\n"), { mode: 0o644 });
   return started(startProc(bin, ["-d", "-c", conf]), dir, { proxy: port }, join(dir, "log"));
+}
+
+/**
+ * PostgreSQL (Debian's postgresql-15): a throw-away cluster whose superuser is probe / s3cret with
+ * SCRAM-SHA-256 on 127.0.0.1, run as the postgres system user (PostgreSQL refuses root) through
+ * setpriv, which execs, so the PID we stop is the postmaster's.
+ */
+export async function startPostgres(): Promise<Daemon | null> {
+  const base = "/usr/lib/postgresql";
+  const ver = existsSync(base) ? readdirSync(base).sort().at(-1) : undefined;
+  const uid = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+  if (!ver || uid.status !== 0) return null;
+  const bin = join(base, ver, "bin");
+  const pg = { uid: Number(uid.stdout.trim()), gid: Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout.trim()) };
+  const dir = workdir("pg");
+  chownSync(dir, pg.uid, pg.gid);
+  writeFileSync(join(dir, "pw"), "s3cret\n");
+  chownSync(join(dir, "pw"), pg.uid, pg.gid);
+  const asPg = ["--reuid=postgres", "--regid=postgres", "--init-groups", "--"];
+  const init = spawnSync("setpriv", [...asPg, join(bin, "initdb"), "-D", join(dir, "data"), "-U", "probe", "--auth=scram-sha-256", `--pwfile=${join(dir, "pw")}`, "-E", "UTF8", "--no-sync"], { encoding: "utf8", timeout: 60_000 });
+  if (init.status !== 0) { rmSync(dir, { recursive: true, force: true }); throw new Error(`initdb failed: ${init.stderr}`); }
+  const port = await freePort();
+  const proc = startProc("setpriv", [...asPg, join(bin, "postgres"), "-D", join(dir, "data"), "-k", dir, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", `log_directory=${dir}`, "-c", "logging_collector=off"]);
+  return started(proc, dir, { pgsql: port }, null);
 }
 
 /** A self-signed pair from openssl (CN www.example.test), else the committed test fixture. */

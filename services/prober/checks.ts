@@ -14,6 +14,7 @@ import { dnsCheck } from "./checks/dns.ts";
 import { sipCheck } from "./checks/sip.ts";
 import { radiusCheck } from "./checks/radius.ts";
 import { ldapCheck } from "./checks/ldap.ts";
+import { pgsqlCheck } from "./checks/pgsql.ts";
 import { pingCheck } from "./checks/ping.ts";
 import { externalCheck } from "./checks/external.ts";
 import { hasProbe, pluginCheck } from "./checks/plugins.ts";
@@ -27,14 +28,13 @@ const NEGOTIATORS: Partial<Record<Check["service"], ProtoCheck>> = {
   http: httpCheck, https: httpCheck, http_proxy: httpCheck,
   smtp: smtpCheck, submission: smtpCheck, pop: popCheck, pops: popCheck, imap: imapCheck, imaps: imapCheck,
   nntp: nntpCheck, ftp: ftpCheck, dns: dnsCheck, sip: sipCheck, radius: radiusCheck, simpletcp: simpletcpCheck,
-  ldap: ldapCheck, ldaps: ldapCheck,
+  ldap: ldapCheck, ldaps: ldapCheck, pgsql: pgsqlCheck,
   none: async () => ({ ok: true }),
 };
 
 const NOT_YET: Partial<Record<Check["service"], string>> = {
   oracle: "oracle checks need Oracle's proprietary client library, which lvsflow does not ship; use checktype external with a sqlplus script, or a probe plugin",
   mysql: "mysql negotiate checks are not implemented yet; use checktype external (e.g. mysqladmin ping) or a probe plugin",
-  pgsql: "pgsql negotiate checks are not implemented yet; use checktype external (e.g. pg_isready) or a probe plugin",
 };
 
 /** ldirectord's checkport fallback: the real's port, else the service's well-known port. */
