@@ -106,6 +106,14 @@ test("quorum: a heard holder that is faulted is waited for (it releases first), 
   assert.deepEqual(lb2.out.map((d) => [d.role, d.term]), [["owner", 2]]);
 });
 
+test("quorum: a view saying 'I own it' counts as holding before the heartbeat shows it: no takeover with the votes alone", () => {
+  const lb1 = machine("lb1");
+  for (let t = 0; t <= 600; t += 50) { lb1.hb("lb1", null, t); lb1.hb("lb2", null, t); lb1.a.send({ type: "VIEW", now: t, voter: "lb2", hears: { lb1: 10 }, canOwn: true, eligible: { web: true }, votes: { web: "lb1" }, owns: { web: 4 } }); }
+  assert.equal(lb1.out.length, 0, "lb2's heartbeat still says nothing, its view says it owns term 4");
+  lb1.a.send({ type: "VIEW", now: 650, voter: "lb2", hears: { lb1: 10 }, canOwn: true, eligible: { web: true }, votes: { web: "lb1" }, owns: { web: null } });
+  assert.deepEqual(lb1.out.map((d) => [d.role, d.term]), [["owner", 5]], "terms only grow: above the one the view announced");
+});
+
 test("VRRP mode (two nodes, no witness): a faulted holder is taken over at once; equal terms resolve by priority", () => {
   const lb2 = machine("lb2", { voters: ["lb1", "lb2"] });
   let t = 0;

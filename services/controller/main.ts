@@ -137,18 +137,22 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   // ---- quorum: our view (whom we hear, our votes), others' views, leases for our executor
   let viewSeq = 0;
   let lastVotes = "";
+  let lastOwning = "";
   const publishView = () => {
     const t = now();
     const votes: Record<string, string | null> = {};
     const eligible: Record<string, boolean> = {};
-    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; eligible[g] = selfEligible(s, t); }
+    const owns: Record<string, number | null> = {};
+    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; eligible[g] = selfEligible(s, t); owns[g] = s.role === "owner" ? s.term : null; }
     lastVotes = JSON.stringify(votes);
-    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes }, { source, configVersion: ctx.configVersion }));
+    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes, owns }, { source, configVersion: ctx.configVersion }));
   };
   // A moved vote is news at once: it is what lets the majority take over promptly.
   const viewIfChanged = () => {
     if (!Q) return;
     const votes = JSON.stringify(Object.fromEntries([...owners].map(([g, a]) => [g, a.getSnapshot().context.s.vote ?? null])));
+    const owning = JSON.stringify([...owners].map(([, a]) => a.getSnapshot().context.s.role));
+    if (owning !== lastOwning) { lastOwning = owning; publishView(); return; }
     if (votes !== lastVotes) publishView();
   };
   const onView = (ev: EventOf<"voter.view">) => {
@@ -156,14 +160,14 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     if (v.voter === node) return;
     const t = now();
     lastHeardAt.set(v.voter, t);
-    for (const a of owners.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes });
+    for (const a of owners.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
     viewIfChanged();
   };
   const renewLeases = (t: number) => {
     for (const [g, a] of owners) {
       const s = a.getSnapshot().context.s;
       const leaseMs = leaseFor(s, t);
-      if (leaseMs !== null) bus.publish(subjects.lease(site, node, g), makeEvent("owner.lease", { node, group: g, term: s.term, leaseMs }, { source, configVersion: ctx.configVersion }));
+      if (leaseMs !== null) bus.publish(subjects.lease(site, node, g), makeEvent("owner.lease", { node, group: g, term: s.term, leaseMs, untilMs: t + leaseMs }, { source, configVersion: ctx.configVersion }));
     }
   };
   const realsOfGroup = (g: (typeof model.groups)[number]) => {

@@ -37,6 +37,8 @@ export interface VoterView {
   eligible?: Record<string, boolean>;
   /** Group → the LB node the sender votes for. */
   votes?: Record<string, string | null>;
+  /** Group → the term under which the sender's controller holds it (null: it does not). */
+  owns?: Record<string, number | null>;
 }
 
 export interface OwnershipState {
@@ -184,11 +186,14 @@ export function nextVote(s: OwnershipState, now: number): OwnershipState {
   if (cur !== null) {
     // Away from a node that cannot use our vote any more (silent for the dead time: its count of
     // our vote has lapsed; or failing its own checks: it will not own), at once. Else withdraw first.
-    if (!heard(s, cur, now) || !eligible(s, cur, now)) return { ...s, vote: target, withdrawnFrom: null, preferredSince };
+    // Never at once away from ourselves or a node that holds the group: it may still count on us.
+    const holding = cur === s.self ? s.role === "owner" : s.peers[cur]?.holds != null || s.views[cur]?.owns?.[s.group] != null;
+    if (!heard(s, cur, now) || (!eligible(s, cur, now) && !holding)) return { ...s, vote: target, withdrawnFrom: null, preferredSince };
     return { ...s, vote: null, withdrawnFrom: cur, withdrawnAt: now, preferredSince };
   }
   const w = s.withdrawnFrom;
-  if (w && target !== w && heard(s, w, now) && eligible(s, w, now) && now - (s.withdrawnAt ?? 0) < s.holdMs) return preferredSince === s.preferredSince ? s : { ...s, preferredSince };
+  const wHolding = w === s.self ? s.role === "owner" : !!w && (s.peers[w]?.holds != null || s.views[w]?.owns?.[s.group] != null);
+  if (w && target !== w && heard(s, w, now) && (eligible(s, w, now) || wHolding) && now - (s.withdrawnAt ?? 0) < s.holdMs) return preferredSince === s.preferredSince ? s : { ...s, preferredSince };
   return { ...s, vote: target, withdrawnFrom: null, preferredSince };
 }
 
@@ -207,7 +212,10 @@ export function decide(s0: OwnershipState, now: number): { state: OwnershipState
   // The other node holding the group under the newest term, if it still counts as holding.
   // VRRP: while it is alive. Quorum: while heard (even faulted, for one dead time, so that it can
   // release first); a silent holder has lost its votes, which the majority we need proves.
+  // A view may say "I own it" before the heartbeat that shows the addresses: believe either.
+  const holdsOf = (n: string, p: PeerView) => p.holds ?? (Q && s.views[n]?.owns?.[s.group] != null && now - s.views[n]!.at <= s.deadMs ? s.views[n]!.owns![s.group]! : null);
   const holder = Object.entries(s.peers)
+    .map(([n, p]) => [n, { ...p, holds: holdsOf(n, p) }] as [string, PeerView])
     .filter(([n, p]) => n !== s.self && p.holds !== null)
     .filter(([n, p]) => Q
       ? heard(s, n, now) && !(p.faults.length && p.faultedSince != null && now - p.faultedSince > s.deadMs)

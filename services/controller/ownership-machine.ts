@@ -6,7 +6,7 @@ import { decide, type OwnershipState, type OwnershipDecision } from "./ownership
 
 export type OwnershipEvent =
   | { type: "HEARTBEAT"; now: number; node: string; priority: number; holds: number | null; faults: string[]; eventId: string }
-  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; eventId?: string }
+  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; owns?: Record<string, number | null>; eventId?: string }
   | { type: "REALS"; now: number; realsUp: Record<string, number> }
   | { type: "TICK"; now: number; eventId?: string }
   | { type: "BUS"; now: number; up: boolean };
@@ -40,7 +40,7 @@ function absorb(c: Ctx, e: OwnershipEvent): Ctx {
     }
     cause = e.eventId;
   } else if (e.type === "VIEW") {
-    s = { ...s, views: { ...s.views, [e.voter]: { at: e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes } } };
+    s = { ...s, views: { ...s.views, [e.voter]: { at: e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes, owns: e.owns } }, maxSeen: Math.max(s.maxSeen ?? 0, e.owns?.[s.group] ?? 0) };
     if (e.eventId) cause = e.eventId;
   } else if (e.type === "REALS") {
     s = { ...s, realsUp: e.realsUp };

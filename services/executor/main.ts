@@ -231,7 +231,8 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   const onLease = (ev: EventOf<"owner.lease">) => {
     const d = ev.data, g = groups.get(d.group);
     if (d.node !== node || !g || g.role !== "owner" || g.term !== d.term || g.leaseUntil == null) return;
-    g.leaseUntil = Math.max(g.leaseUntil, Date.now() + d.leaseMs);
+    // Same host, same clock: the controller's deadline, not "now + leaseMs" late by the transit.
+    g.leaseUntil = Math.max(g.leaseUntil, Math.min(Date.now() + d.leaseMs, d.untilMs ?? Infinity));
   };
   const leaseTimer = setInterval(() => {
     const t = Date.now();

@@ -56,7 +56,7 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     if (v.voter === node) return;
     const t = now();
     lastHeardAt.set(v.voter, t);
-    for (const a of groups.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes });
+    for (const a of groups.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
     ifChanged();
   });
   bus.onStatus((up) => { const t = now(); for (const a of groups.values()) a.send({ type: "BUS", now: t, up }); });

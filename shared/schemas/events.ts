@@ -255,6 +255,8 @@ export const VoterView = z.object({
   eligible: z.record(z.string(), z.boolean()).optional(),
   /** Group → the LB node this voter votes for as the group's owner (quorum mode). */
   votes: z.record(z.string(), z.string().nullable()).optional(),
+  /** Group → the term under which this LB node's controller holds it (null: it does not). */
+  owns: z.record(z.string(), z.number().int().nullable()).optional(),
 });
 
 /** Quorum mode: the controller renews its executor's right to hold a group for leaseMs. */
@@ -263,6 +265,8 @@ export const OwnerLease = z.object({
   group: z.string(),
   term: z.number().int().min(0),
   leaseMs: z.number().int().min(0),
+  /** The same deadline as a wall-clock time (ms since epoch): controller and executor share a clock. */
+  untilMs: z.number().int().optional(),
 });
 
 /**
