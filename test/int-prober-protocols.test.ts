@@ -69,7 +69,7 @@ before(async () => {
   cleanups.push(() => { for (const c of nntpConns) c.destroy(); return new Promise<void>((r) => nntp.close(() => r())); });
   // SIP: the npm sip stack answers OPTIONS with 200 OK.
   sipPort = await freePort();
-  const sipStack = sip.create({ port: sipPort, address: "127.0.0.1", udp: true, tcp: false, logger: {} }, (rq: { method: string }) => {
+  const sipStack = sip.create({ port: sipPort, address: "127.0.0.1", udp: true, tcp: true, logger: {} }, (rq: { method: string }) => {
     sipStack.send(sip.makeResponse(rq, rq.method === "OPTIONS" ? 200 : 405, rq.method === "OPTIONS" ? "OK" : "Method Not Allowed"));
   });
   cleanups.push(() => sipStack.destroy());
@@ -217,10 +217,12 @@ test("nntp: a 2xx greeting is up (stand-in server); a refused port is down", asy
   assert.match(other.error ?? "", /ECONNREFUSED/);
 });
 
-test("sip over udp against the npm sip stack: OPTIONS answered 200 OK", async () => {
+test("sip over udp and tcp against the npm sip stack: OPTIONS answered 200 OK", async () => {
   const udp = { protocol: "udp" as const, id: "udp:198.51.100.50:5060" };
   const ok = await check(target({ service: "sip", login: "health@example.test" }, sipPort, udp));
   assert.deepEqual([ok.ok, ok.matched], [true, "SIP/2.0 200 OK"], ok.error ?? "");
+  const tcp = await check(target({ service: "sip", login: "health@example.test" }, sipPort)); // a tcp virtual service: SIP over TCP
+  assert.deepEqual([tcp.ok, tcp.matched], [true, "SIP/2.0 200 OK"], tcp.error ?? "");
   const silent = await check(target({ service: "sip", timeout: 0.5 }, radiusPort, udp)); // a UDP service that ignores SIP
   assert.equal(silent.ok, false);
   assert.match(silent.error ?? "", /timeout after 0.5s/);
