@@ -8,7 +8,7 @@ import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { ownershipMachine } from "./ownership-machine.ts";
-import { alive, hearsOf, leaseFor, selfEligible, quorumMode } from "./ownership-logic.ts";
+import { alive, hearsOf, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 import { ControllerState } from "./snapshot.ts";
 
@@ -121,15 +121,16 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     cmds?.heartbeat(ev);
     const t = now();
     const h = ev.data;
+    const at = heardAt(t, Date.parse(ev.time));
     lastSeen.set(h.node, t);
-    lastHeardAt.set(h.node, t);
+    lastHeardAt.set(h.node, Math.max(lastHeardAt.get(h.node) ?? -Infinity, at));
     if (peerAlive.get(h.node) !== true) publishPeer(h.node, true, 0, ev.id);
     // A peer found dead now is the cause of whatever this heartbeat leads the machine to decide.
     const cause = checkPeers(t) ?? ev.id;
     for (const [group, a] of owners) {
       // A planned failover (lvsflow failover) reads as a fault of every node but the chosen one.
       const op = cmds?.operatorFault(group, h.node, t) ?? null;
-      a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: op ? [...h.faults, op.fault] : h.faults, eventId: op?.cause ?? cause });
+      a.send({ type: "HEARTBEAT", now: t, at, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === group)?.term ?? null, faults: op ? [...h.faults, op.fault] : h.faults, eventId: op?.cause ?? cause });
     }
     viewIfChanged();
   };
@@ -159,8 +160,9 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     const v = ev.data;
     if (v.voter === node) return;
     const t = now();
-    lastHeardAt.set(v.voter, t);
-    for (const a of owners.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
+    const at = heardAt(t, Date.parse(ev.time));
+    lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
+    for (const a of owners.values()) a.send({ type: "VIEW", now: t, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
     viewIfChanged();
   };
   const renewLeases = (t: number) => {

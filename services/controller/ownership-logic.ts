@@ -85,6 +85,16 @@ export function alive(p: PeerView | undefined, now: number, deadMs: number): boo
   return !!p && now - p.lastSeen <= deadMs && p.faults.length === 0;
 }
 
+/**
+ * When a message counts as heard: when it arrived, but never later than its sender's own time
+ * plus `skewMs`. A bus link that stalls and recovers delivers old messages in a burst; dated by
+ * their arrival they would pass for fresh votes. min() only ever shortens a vote's validity, so a
+ * wrong clock costs availability, never safety (quorum mode wants clocks within ~skewMs, NTP).
+ */
+export function heardAt(receivedAt: number, sentAt: number, skewMs = 50): number {
+  return Number.isFinite(sentAt) ? Math.min(receivedAt, sentAt + skewMs) : receivedAt;
+}
+
 /** Highest priority wins; ties go to the lexically smaller name, so every node agrees. */
 export function better(a: [string, number], b: [string, number]): boolean {
   return a[1] > b[1] || (a[1] === b[1] && a[0] < b[0]);

@@ -5,8 +5,8 @@ import { setup, assign, enqueueActions } from "xstate";
 import { decide, type OwnershipState, type OwnershipDecision } from "./ownership-logic.ts";
 
 export type OwnershipEvent =
-  | { type: "HEARTBEAT"; now: number; node: string; priority: number; holds: number | null; faults: string[]; eventId: string }
-  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; owns?: Record<string, number | null>; eventId?: string }
+  | { type: "HEARTBEAT"; now: number; node: string; priority: number; holds: number | null; faults: string[]; eventId: string; at?: number }
+  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; owns?: Record<string, number | null>; eventId?: string; at?: number }
   | { type: "REALS"; now: number; realsUp: Record<string, number> }
   | { type: "TICK"; now: number; eventId?: string }
   | { type: "BUS"; now: number; up: boolean };
@@ -33,14 +33,15 @@ function absorb(c: Ctx, e: OwnershipEvent): Ctx {
   if (e.type === "HEARTBEAT") {
     const prev = s.peers[e.node];
     const faultedSince = e.faults.length ? (prev?.faultedSince ?? e.now) : null;
-    s = { ...s, peers: { ...s.peers, [e.node]: { priority: e.priority, lastSeen: e.now, holds: e.holds, faults: e.faults, faultedSince } }, maxSeen: Math.max(s.maxSeen ?? 0, e.holds ?? 0) };
+    // `at`: when the message was sent at the latest (a message delivered late is not fresh news).
+    s = { ...s, peers: { ...s.peers, [e.node]: { priority: e.priority, lastSeen: Math.max(prev?.lastSeen ?? -Infinity, e.at ?? e.now), holds: e.holds, faults: e.faults, faultedSince } }, maxSeen: Math.max(s.maxSeen ?? 0, e.holds ?? 0) };
     // Fail static across a controller restart: adopt what our own executor holds in the kernel.
     if (e.node === s.self && e.holds !== null && s.role === "backup" && s.term < e.holds && e.now - s.startedAt < s.deadMs) {
       s = { ...s, role: "owner", term: e.holds, roleSince: e.now };
     }
     cause = e.eventId;
   } else if (e.type === "VIEW") {
-    s = { ...s, views: { ...s.views, [e.voter]: { at: e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes, owns: e.owns } }, maxSeen: Math.max(s.maxSeen ?? 0, e.owns?.[s.group] ?? 0) };
+    s = { ...s, views: { ...s.views, [e.voter]: { at: e.at ?? e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes, owns: e.owns } }, maxSeen: Math.max(s.maxSeen ?? 0, e.owns?.[s.group] ?? 0) };
     if (e.eventId) cause = e.eventId;
   } else if (e.type === "REALS") {
     s = { ...s, realsUp: e.realsUp };

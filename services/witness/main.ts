@@ -10,7 +10,7 @@ import { makeEvent, type EventOf } from "../../shared/schemas/events.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { ownershipMachine } from "../controller/ownership-machine.ts";
-import { hearsOf, quorumMode } from "../controller/ownership-logic.ts";
+import { hearsOf, quorumMode, heardAt } from "../controller/ownership-logic.ts";
 
 const heardGauge = new client.Gauge({ name: "lvsflow_witness_voters_heard", help: "Voters this witness hears within the dead time", registers: [registry] });
 
@@ -47,16 +47,18 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
   bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], (ev: EventOf<"node.heartbeat">) => {
     const t = now();
     const h = ev.data;
-    lastHeardAt.set(h.node, t);
-    for (const [g, a] of groups) a.send({ type: "HEARTBEAT", now: t, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === g)?.term ?? null, faults: h.faults, eventId: ev.id });
+    const at = heardAt(t, Date.parse(ev.time));
+    lastHeardAt.set(h.node, Math.max(lastHeardAt.get(h.node) ?? -Infinity, at));
+    for (const [g, a] of groups) a.send({ type: "HEARTBEAT", now: t, at, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === g)?.term ?? null, faults: h.faults, eventId: ev.id });
     ifChanged();
   });
   bus.subscribe(subjects.viewAll(site), ["voter.view"], (ev: EventOf<"voter.view">) => {
     const v = ev.data;
     if (v.voter === node) return;
     const t = now();
-    lastHeardAt.set(v.voter, t);
-    for (const a of groups.values()) a.send({ type: "VIEW", now: t, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
+    const at = heardAt(t, Date.parse(ev.time));
+    lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
+    for (const a of groups.values()) a.send({ type: "VIEW", now: t, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
     ifChanged();
   });
   bus.onStatus((up) => { const t = now(); for (const a of groups.values()) a.send({ type: "BUS", now: t, up }); });
