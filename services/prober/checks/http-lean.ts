@@ -76,7 +76,9 @@ export function httpLeanCheck(ctx: ProbeContext, path: string, hostHeader: strin
       settled = true;
       clearTimeout(connectTimer);
       ctx.signal.removeEventListener("abort", onAbort);
-      sock?.destroy();
+      // After a judged response, RST: no FIN exchange and no TIME_WAIT per check on the prober.
+      if (parsed && sock && !sock.destroyed) sock.resetAndDestroy();
+      else sock?.destroy();
       resolve(r);
     };
     const onAbort = () => finish(fail(reasonText(ctx.signal), { httpStatus: status }));
