@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 for p in nats-server redis-server nftables iproute2 iputils-arping openssl procps \
-  iputils-ping dnsmasq-base dovecot-imapd dovecot-pop3d vsftpd tinyproxy postgresql \
+  iputils-ping dnsmasq-base dovecot-imapd dovecot-pop3d vsftpd tinyproxy postgresql mariadb-server \
   conntrack chromium \
   qemu-system-x86 busybox-static ipvsadm xz-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")

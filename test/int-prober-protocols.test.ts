@@ -18,7 +18,7 @@ import ldap from "ldapjs";
 import { VirtualService } from "../shared/schemas/config.ts";
 import { runCheck, type CheckTarget } from "../services/prober/checks.ts";
 import { freePort } from "./harness.ts";
-import { startDnsmasq, startDovecot, startPostgres, startTinyproxy, startVsftpd, tlsPair, type Daemon } from "./prober-servers.ts";
+import { startDnsmasq, startDovecot, startMariadb, startPostgres, startTinyproxy, startVsftpd, tlsPair, type Daemon } from "./prober-servers.ts";
 
 type VsInput = z.input<typeof VirtualService>;
 type CheckInput = Partial<VsInput["check"]>;
@@ -26,7 +26,7 @@ type CheckInput = Partial<VsInput["check"]>;
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls");
 const daemons: Daemon[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
-let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null, pg: Daemon | null = null;
+let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null, pg: Daemon | null = null, maria: Daemon | null = null;
 let originPort = 0, smtpPort = 0, nntpPort = 0, sipPort = 0, radiusPort = 0, ldapPort = 0, ldapsPort = 0;
 const radiusSeen: string[] = [];
 
@@ -45,6 +45,8 @@ before(async () => {
   }
   pg = await startPostgres();
   if (pg) daemons.push(pg);
+  maria = await startMariadb();
+  if (maria) daemons.push(maria);
   // The origin server the proxy fetches from.
   const origin = createHttpServer((req, res) => res.end(req.url === "/via-proxy.html" ? "proxied ok\n" : "other\n"));
   originPort = await listen(origin);
@@ -297,4 +299,22 @@ test("pgsql against PostgreSQL: SCRAM login, a query with rows is up; no rows, b
   assert.match(db.error ?? "", /3D000/);
   const noDb = await check(target({ service: "pgsql", request: "SELECT 1", login: "probe" }, port));
   assert.deepEqual([noDb.ok, noDb.error], [false, "pgsql check needs login and database"]);
+});
+
+test("mysql against MariaDB: native-password login, a query with rows is up; no rows, bad SQL, bad password are down", async (t) => {
+  if (missing(t, maria, "mariadb-server")) return;
+  const port = maria!.ports.mysql;
+  const creds = { login: "probe", passwd: "s3cret", database: "mysql" };
+  const ok = await check(target({ service: "mysql", request: "SELECT 1", ...creds }, port));
+  assert.deepEqual([ok.ok, ok.matched], [true, "1 row"], `${ok.error} ${maria!.log()}`);
+  const two = await check(target({ service: "mysql", request: "SELECT 1 UNION SELECT 2", ...creds }, port));
+  assert.deepEqual([two.ok, two.matched], [true, "2 rows"], two.error ?? "");
+  const none = await check(target({ service: "mysql", request: "SELECT 1 FROM DUAL WHERE 1 = 0", ...creds }, port));
+  assert.deepEqual([none.ok, none.error], [false, "mysql query returned no rows"]);
+  const bad = await check(target({ service: "mysql", request: "SELEKT 1", ...creds }, port));
+  assert.match(bad.error ?? "", /^mysql query: 1064 /);
+  const pw = await check(target({ service: "mysql", request: "SELECT 1", ...creds, passwd: "wrong" }, port));
+  assert.equal(pw.ok, false);
+  assert.match(pw.error ?? "", /^mysql: 1045 Access denied/);
+  assert.doesNotMatch(pw.error ?? "", /wrong|s3cret/);
 });

@@ -162,6 +162,25 @@ export async function startPostgres(): Promise<Daemon | null> {
   return started(proc, dir, { pgsql: port }, null);
 }
 
+/**
+ * MariaDB (Debian's mariadb-server): a throw-away data directory from mariadb-install-db, a user
+ * probe / s3cret (mysql_native_password) created by an init file, listening on 127.0.0.1 only.
+ */
+export async function startMariadb(): Promise<Daemon | null> {
+  const bin = which("mariadbd"), install = which("mariadb-install-db");
+  if (!bin || !install || spawnSync("id", ["-u", "mysql"], { stdio: "ignore" }).status !== 0) return null;
+  const dir = workdir("mdb");
+  spawnSync("chown", ["mysql:mysql", dir]);
+  const init = spawnSync(install, ["--no-defaults", `--datadir=${join(dir, "data")}`, "--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"], { encoding: "utf8", timeout: 60_000 });
+  if (init.status !== 0) { rmSync(dir, { recursive: true, force: true }); throw new Error(`mariadb-install-db failed: ${init.stderr}`); }
+  writeFileSync(join(dir, "init.sql"), "CREATE USER 'probe'@'%' IDENTIFIED BY 's3cret';\nGRANT SELECT ON *.* TO 'probe'@'%';\n", { mode: 0o644 });
+  const port = await freePort();
+  const proc = startProc(bin, ["--no-defaults", `--datadir=${join(dir, "data")}`, `--socket=${join(dir, "sock")}`, `--pid-file=${join(dir, "pid")}`,
+    `--port=${port}`, "--bind-address=127.0.0.1", "--user=mysql", `--init-file=${join(dir, "init.sql")}`, "--skip-log-bin", "--skip-name-resolve",
+    `--log-error=${join(dir, "log")}`]);
+  return started(proc, dir, { mysql: port }, join(dir, "log"));
+}
+
 /** A self-signed pair from openssl (CN www.example.test), else the committed test fixture. */
 export function tlsPair(fixtureDir: string): { key: Buffer; cert: Buffer } {
   if (spawnSync("openssl", ["version"], { stdio: "ignore" }).status === 0) {

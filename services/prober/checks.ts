@@ -15,6 +15,7 @@ import { sipCheck } from "./checks/sip.ts";
 import { radiusCheck } from "./checks/radius.ts";
 import { ldapCheck } from "./checks/ldap.ts";
 import { pgsqlCheck } from "./checks/pgsql.ts";
+import { mysqlCheck } from "./checks/mysql.ts";
 import { pingCheck } from "./checks/ping.ts";
 import { externalCheck } from "./checks/external.ts";
 import { hasProbe, pluginCheck } from "./checks/plugins.ts";
@@ -28,13 +29,12 @@ const NEGOTIATORS: Partial<Record<Check["service"], ProtoCheck>> = {
   http: httpCheck, https: httpCheck, http_proxy: httpCheck,
   smtp: smtpCheck, submission: smtpCheck, pop: popCheck, pops: popCheck, imap: imapCheck, imaps: imapCheck,
   nntp: nntpCheck, ftp: ftpCheck, dns: dnsCheck, sip: sipCheck, radius: radiusCheck, simpletcp: simpletcpCheck,
-  ldap: ldapCheck, ldaps: ldapCheck, pgsql: pgsqlCheck,
+  ldap: ldapCheck, ldaps: ldapCheck, pgsql: pgsqlCheck, mysql: mysqlCheck,
   none: async () => ({ ok: true }),
 };
 
 const NOT_YET: Partial<Record<Check["service"], string>> = {
   oracle: "oracle checks need Oracle's proprietary client library, which lvsflow does not ship; use checktype external with a sqlplus script, or a probe plugin",
-  mysql: "mysql negotiate checks are not implemented yet; use checktype external (e.g. mysqladmin ping) or a probe plugin",
 };
 
 /** ldirectord's checkport fallback: the real's port, else the service's well-known port. */
