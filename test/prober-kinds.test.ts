@@ -237,3 +237,12 @@ test("lean http parser: status line, headers, chunked bodies, malformed input", 
   assert.equal(dechunk(Buffer.from("10000\r\n" + "y".repeat(0x10000)), 0x8000).done, true); // capped: judged on the first bytes
   assert.throws(() => dechunk(Buffer.from("zz\r\n"), 10), /invalid chunk size/);
 });
+
+test("external: the command line is split like plain shell words, with no shell features", async () => {
+  const { splitWords } = await import("../services/prober/checks/external.ts");
+  assert.deepEqual(splitWords(`/usr/bin/check --name 'a b' "c \\"d\\"" e\\ f`), ["/usr/bin/check", "--name", "a b", 'c "d"', "e f"]);
+  assert.deepEqual(splitWords("  /bin/true  "), ["/bin/true"]);
+  assert.deepEqual(splitWords(`x "" y`), ["x", "", "y"]);
+  assert.deepEqual(splitWords("a $(id) `id` ; | > *"), ["a", "$(id)", "`id`", ";", "|", ">", "*"]);
+  assert.throws(() => splitWords(`x "open`), /unterminated quote/);
+});

@@ -1,11 +1,35 @@
 // checktype external (ldirectord: checkcommand run with `vip-or-fwmark vport rip rport`, exit 0 =
-// up, killed at checktimeout). The command line is split on white space into a program and its
-// first arguments and run without a shell, so no text from the configuration is ever shell-parsed.
+// up, killed at checktimeout). The command line is split into words (white space, quotes and
+// backslashes, nothing else) and run without a shell: no text from the configuration is ever
+// interpreted by one.
 import { runBounded } from "./process.ts";
 import { CheckFailure, fail, pass, type ProbeContext, type ProtoResult } from "./types.ts";
 
+/**
+ * Splits a command line into words the way a shell would for plain words and quotes ('…', "…",
+ * backslash escapes) — and nothing else: no variables, globs, pipes or command substitution.
+ */
+export function splitWords(command: string): string[] {
+  const words: string[] = [];
+  let cur = "", inWord = false, quote: "'" | '"' | null = null;
+  for (let i = 0; i < command.length; i++) {
+    const ch = command[i];
+    if (quote) {
+      if (ch === quote) quote = null;
+      else if (ch === "\\" && quote === '"' && (command[i + 1] === '"' || command[i + 1] === "\\")) cur += command[++i];
+      else cur += ch;
+    } else if (ch === "'" || ch === '"') { quote = ch; inWord = true; }
+    else if (ch === "\\" && i + 1 < command.length) { cur += command[++i]; inWord = true; }
+    else if (/\s/.test(ch)) { if (inWord) words.push(cur); cur = ""; inWord = false; }
+    else { cur += ch; inWord = true; }
+  }
+  if (quote) throw new CheckFailure("checkcommand has an unterminated quote");
+  if (inWord) words.push(cur);
+  return words;
+}
+
 export function externalArgv(command: string, ctx: Pick<ProbeContext, "target">): { file: string; args: string[] } {
-  const words = command.trim().split(/\s+/).filter(Boolean);
+  const words = splitWords(command);
   if (words.length === 0) throw new CheckFailure("external check without a checkcommand");
   const { vs, real } = ctx.target;
   const vip = vs.protocol === "fwm" ? String(vs.fwmark) : String(vs.address);
