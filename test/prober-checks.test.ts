@@ -6,15 +6,13 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer } from "node:https";
 import { createServer as createTcpServer, type Server as TcpServer } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { z } from "zod";
 import { VirtualService } from "../shared/schemas/config.ts";
 import { runCheck, unsupportedReason, requestPath, receiveMatcher, MAX_BODY_BYTES, type CheckTarget } from "../services/prober/checks.ts";
 import { freePort } from "./harness.ts";
+import { tlsPair } from "./prober-servers.ts";
 
 type VsInput = z.input<typeof VirtualService>;
 type CheckInput = Partial<VsInput["check"]>;
@@ -61,22 +59,6 @@ function closeHttp(srv: Server): Promise<void> {
   return new Promise((r) => srv.close(() => r()));
 }
 
-/** A self-signed pair: fresh from openssl when available, else the committed test fixture. */
-function tlsPair(): { key: Buffer; cert: Buffer } {
-  if (spawnSync("openssl", ["version"], { stdio: "ignore" }).status === 0) {
-    const dir = mkdtempSync(join(tmpdir(), "lvsflow-tls-"));
-    try {
-      const r = spawnSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
-        "-days", "2", "-subj", "/CN=www.example.test", "-addext", "subjectAltName=DNS:www.example.test,IP:127.0.0.1"], { stdio: "ignore", timeout: 30_000 });
-      if (r.status === 0) return { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) };
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }
-  const fx = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls");
-  return { key: readFileSync(join(fx, "key.pem")), cert: readFileSync(join(fx, "cert.pem")) };
-}
-
 let http: Server;
 let https: Server;
 let tcp: TcpServer;
@@ -84,7 +66,7 @@ let httpPort = 0, httpsPort = 0, tcpPort = 0;
 
 before(async () => {
   http = createHttpServer(handler);
-  https = createHttpsServer(tlsPair(), handler);
+  https = createHttpsServer(tlsPair(join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls")), handler);
   tcp = createTcpServer((s) => s.destroy());
   httpPort = await listen(http);
   httpsPort = await listen(https);
