@@ -7,7 +7,7 @@ import { makeEvent, type Event, type EventOf } from "../../shared/schemas/events
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
-import { ownershipMachine } from "./ownership-machine.ts";
+import { ownershipMachine, viewInput } from "./ownership-machine.ts";
 import { alive, hearsOf, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 import { ControllerState } from "./snapshot.ts";
@@ -162,7 +162,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     const t = now();
     const at = heardAt(t, Date.parse(ev.time));
     lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
-    for (const a of owners.values()) a.send({ type: "VIEW", now: t, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
+    for (const a of owners.values()) a.send(viewInput(v, t, at));
     viewIfChanged();
   };
   const renewLeases = (t: number) => {

@@ -3,6 +3,7 @@
 // term) out. Time comes from the events, so every transition is a pure function of its inputs.
 import { setup, assign, enqueueActions } from "xstate";
 import { decide, type OwnershipState, type OwnershipDecision } from "./ownership-logic.ts";
+import type { DataOf } from "../../shared/schemas/events.ts";
 
 export type OwnershipEvent =
   | { type: "HEARTBEAT"; now: number; node: string; priority: number; holds: number | null; faults: string[]; eventId: string; at?: number }
@@ -10,6 +11,11 @@ export type OwnershipEvent =
   | { type: "REALS"; now: number; realsUp: Record<string, number> }
   | { type: "TICK"; now: number; eventId?: string }
   | { type: "BUS"; now: number; up: boolean };
+
+/** A voter's view from the bus as the machine's VIEW input (shared by controllers and witnesses). */
+export function viewInput(v: DataOf<"voter.view">, now: number, at: number): OwnershipEvent {
+  return { type: "VIEW", now, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns };
+}
 
 export interface OwnershipEmitted extends OwnershipDecision { type: "decision"; causationId: string | null }
 

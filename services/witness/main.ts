@@ -9,7 +9,7 @@ import type { ServiceContext, RunningService } from "../../shared/service.ts";
 import { makeEvent, type EventOf } from "../../shared/schemas/events.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
-import { ownershipMachine } from "../controller/ownership-machine.ts";
+import { ownershipMachine, viewInput } from "../controller/ownership-machine.ts";
 import { hearsOf, quorumMode, heardAt } from "../controller/ownership-logic.ts";
 
 const heardGauge = new client.Gauge({ name: "lvsflow_witness_voters_heard", help: "Voters this witness hears within the dead time", registers: [registry] });
@@ -58,7 +58,7 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     const t = now();
     const at = heardAt(t, Date.parse(ev.time));
     lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
-    for (const a of groups.values()) a.send({ type: "VIEW", now: t, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns });
+    for (const a of groups.values()) a.send(viewInput(v, t, at));
     ifChanged();
   });
   bus.onStatus((up) => { const t = now(); for (const a of groups.values()) a.send({ type: "BUS", now: t, up }); });
