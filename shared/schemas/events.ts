@@ -128,8 +128,11 @@ export const Heartbeat = z.object({
   seq: z.number().int().min(0),
   startedAt: z.string(),
   appliedGeneration: z.number().int().min(0),
-  /** Groups whose addresses this node holds, with the term it holds them under. */
+  /** Groups whose addresses this node holds (or is adding right now), with the term it holds them under. */
   owned: z.array(z.object({ group: z.string(), term: z.number().int() })),
+  /** Group → generation of the latest ownership decision this executor has taken in: lets its
+   *  controller tell "released" from "the release has not reached the kernel yet". */
+  ownerGenerations: z.record(z.string(), z.number().int().min(0)).optional(),
   faults: z.array(z.string()),
   driver: z.string(),
 });
@@ -255,8 +258,13 @@ export const VoterView = z.object({
   eligible: z.record(z.string(), z.boolean()).optional(),
   /** Group → the LB node this voter votes for as the group's owner (quorum mode). */
   votes: z.record(z.string(), z.string().nullable()).optional(),
-  /** Group → the term under which this LB node's controller holds it (null: it does not). */
+  /** Group → the term under which this LB node holds it, or may still hold it: its controller
+   *  owns it, or its executor holds the addresses or has not yet taken in the release (null: released). */
   owns: z.record(z.string(), z.number().int().nullable()).optional(),
+  /** Voter → the send time (ms since the epoch, that voter's own clock) of the latest view of it
+   *  this voter has taken in. A voter that withdrew its vote from this node re-votes as soon as
+   *  this acknowledges the withdrawal and `owns` says released, instead of waiting its hold. */
+  acks: z.record(z.string(), z.number()).optional(),
 });
 
 /** Quorum mode: the controller renews its executor's right to hold a group for leaseMs. */
