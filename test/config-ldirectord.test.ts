@@ -140,6 +140,9 @@ const CASES: Record<string, [string, () => void]> = {
     assert.equal(one(V).vs.check.request, "/");
     assert.equal(one(`${V}    request="index.html"\n`).vs.check.request, "/index.html");
     assert.equal(one(`${V}    service=http_proxy\n    request="http://www.example.org/"\n`).vs.check.request, "http://www.example.org/");
+    // ldirectord's nntp check ignores request; lvsflow's selects it as a newsgroup: said aloud.
+    warned(one(`${V}    service=nntp\n    request="comp.lang.perl"\n`).warnings, "request", /ignores request.*GROUP/);
+    assert.deepEqual(one(`${V}    service=nntp\n`).warnings.filter((w) => w.directive === "request"), []);
   }],
   receive: ["§1.4 V: receive, a regex, default empty (any successful response)", () => {
     assert.equal(one(`${V}    receive="OK.*"\n`).vs.check.receive, "OK.*");

@@ -1,8 +1,8 @@
 // negotiate checks against real servers speaking each protocol, on 127.0.0.1: dnsmasq (dns over
 // udp and tcp), vsftpd (ftp), dovecot (pop, pops, imap, imaps, with and without login), tinyproxy
 // (http_proxy), smtp-server from npm (smtp, submission), the sip stack from npm (sip over udp), a
-// RADIUS server built on the npm radius codec (radius). nntp has no packaged server small enough:
-// a greeting-only stand-in (named as such below) checks the banner rule.
+// RADIUS server built on the npm radius codec (radius), nntp-server from npm (nntp, with a small
+// in-memory news store: test/nntp-server.ts).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer as createHttpServer, type Server } from "node:http";
@@ -18,6 +18,7 @@ import ldap from "ldapjs";
 import { VirtualService } from "../shared/schemas/config.ts";
 import { runCheck, type CheckTarget } from "../services/prober/checks.ts";
 import { freePort } from "./harness.ts";
+import { startNntpServer, NEWS_GROUP, BROKEN_GROUP, type NntpHandle } from "./nntp-server.ts";
 import { startDnsmasq, startDovecot, startMariadb, startPostgres, startTinyproxy, startVsftpd, tlsPair, type Daemon } from "./prober-servers.ts";
 
 type VsInput = z.input<typeof VirtualService>;
@@ -27,6 +28,7 @@ const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "tls"
 const daemons: Daemon[] = [];
 const cleanups: (() => Promise<void> | void)[] = [];
 let dns: Daemon | null, ftp: Daemon | null, dovecot: Daemon | null, proxy: Daemon | null, pg: Daemon | null = null, maria: Daemon | null = null;
+let nntp: NntpHandle;
 let originPort = 0, smtpPort = 0, nntpPort = 0, sipPort = 0, radiusPort = 0, ldapPort = 0, ldapsPort = 0;
 const radiusSeen: string[] = [];
 
@@ -58,17 +60,10 @@ before(async () => {
     smtp.listen(0, "127.0.0.1", () => resolve((smtp.server.address() as { port: number }).port));
   });
   cleanups.push(() => new Promise<void>((r) => smtp.close(() => r())));
-  // NNTP stand-in (no packaged server is small enough): it only sends RFC 3977's greeting.
-  const nntpConns = new Set<import("node:net").Socket>();
-  const nntp = createTcpServer((s) => {
-    nntpConns.add(s);
-    s.on("close", () => nntpConns.delete(s));
-    s.on("error", () => {});
-    s.resume(); // read (and drop) what the client sends, so its FIN is seen and the socket closes
-    s.end("200 lvsflow-test news server ready (stand-in)\r\n");
-  });
-  nntpPort = await listen(nntp);
-  cleanups.push(() => { for (const c of nntpConns) c.destroy(); return new Promise<void>((r) => nntp.close(() => r())); });
+  // NNTP: nntp-server (npm) with one group holding one article; it greets with 201.
+  nntp = await startNntpServer();
+  nntpPort = nntp.port;
+  cleanups.push(() => nntp.stop());
   // SIP: the npm sip stack answers OPTIONS with 200 OK.
   sipPort = await freePort();
   const sipStack = sip.create({ port: sipPort, address: "127.0.0.1", udp: true, tcp: true, logger: {} }, (rq: { method: string }) => {
@@ -204,19 +199,54 @@ test("smtp and submission against smtp-server: greeting and EHLO", async () => {
     assert.equal(ok.ok, true, ok.error ?? "");
     assert.match(ok.matched ?? "", /^220 .*lvsflow test MTA/);
   }
-  // Something that is not an SMTP server (the NNTP stand-in greets with 200).
+  // Something that is not an SMTP server (the NNTP server greets with 201).
   const wrong = await check(target({ service: "smtp" }, nntpPort));
   assert.equal(wrong.ok, false);
   assert.match(wrong.error ?? "", /greeting/);
 });
 
-test("nntp: a 2xx greeting is up (stand-in server); a refused port is down", async () => {
+test("nntp against nntp-server: a 2xx greeting is up; 400/502 greetings and a refused port are down", async () => {
+  const seen = nntp.commands.length;
   const ok = await check(target({ service: "nntp" }, nntpPort));
-  assert.deepEqual([ok.ok, ok.error], [true, null]);
-  // ldirectord's rule is only "starts with 2": an SMTP 220 greeting passes too, so we check refusal.
+  assert.deepEqual([ok.ok, ok.error, ok.matched], [true, null, "201 Server ready - No posting allowed"]);
+  assert.deepEqual(nntp.commands.slice(seen), ["QUIT"]); // ldirectord's rule: the banner only
+  // The library's session with its greeting swapped: a server that allows posting (200), or one
+  // that refuses service (400 temporarily, 502 permanently) and closes.
+  for (const [greeting, up] of [["200 news.example.test ready, posting allowed", true], ["400 service temporarily unavailable", false], ["502 service permanently unavailable", false]] as const) {
+    const srv = await startNntpServer({ greeting });
+    try {
+      const r = await check(target({ service: "nntp" }, srv.port));
+      assert.equal(r.ok, up, `${greeting}: ${r.error}`);
+      if (up) assert.equal(r.matched, greeting);
+      else assert.equal(r.error, `greeting ${JSON.stringify(greeting)}`);
+    } finally {
+      await srv.stop();
+    }
+  }
   const other = await check(target({ service: "nntp" }, await freePort()));
   assert.equal(other.ok, false);
   assert.match(other.error ?? "", /ECONNREFUSED/);
+});
+
+test("nntp with a request: GROUP must answer 211 (an existing group); a missing or broken group is down", async () => {
+  const seen = nntp.commands.length;
+  const ok = await check(target({ service: "nntp", request: NEWS_GROUP }, nntpPort));
+  assert.deepEqual([ok.ok, ok.error, ok.matched], [true, null, `211 1 1 1 ${NEWS_GROUP}`]);
+  assert.deepEqual(nntp.commands.slice(seen), [`GROUP ${NEWS_GROUP}`, "QUIT"]);
+  // As an ldirectord config hands it over (a "/" put before every request).
+  const slashed = await check(target({ service: "nntp", request: `/${NEWS_GROUP}` }, nntpPort));
+  assert.deepEqual([slashed.ok, slashed.matched], [true, `211 1 1 1 ${NEWS_GROUP}`], slashed.error ?? "");
+  const missing = await check(target({ service: "nntp", request: "no.such.group" }, nntpPort));
+  assert.deepEqual([missing.ok, missing.error], [false, 'GROUP no.such.group: "411 No such newsgroup"']);
+  // The store fails behind the group: the server still greets with 201, but the group is unusable.
+  const broken = await check(target({ service: "nntp", request: BROKEN_GROUP }, nntpPort));
+  assert.deepEqual([broken.ok, broken.error], [false, `GROUP ${BROKEN_GROUP}: "403 Internal fault"`]);
+  // A request that is no newsgroup name is refused before anything is sent.
+  const before = nntp.commands.length;
+  const bad = await check(target({ service: "nntp", request: "two words" }, nntpPort));
+  assert.equal(bad.ok, false);
+  assert.match(bad.error ?? "", /not a newsgroup name/);
+  assert.equal(nntp.commands.length, before);
 });
 
 test("sip over udp and tcp against the npm sip stack: OPTIONS answered 200 OK", async () => {

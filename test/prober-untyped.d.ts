@@ -20,3 +20,20 @@ declare module "ldapjs" {
   const ldap: { createServer(o?: { certificate?: Buffer | string; key?: Buffer | string }): LdapServer; InvalidCredentialsError: new () => Error };
   export default ldap;
 }
+declare module "nntp-server" {
+  import type { Server, Socket } from "node:net";
+  class NntpServer {
+    constructor(options?: { requireAuth?: boolean; session?: { create(server: NntpServer, stream: Socket): unknown } });
+    listen(address: string): Promise<void>;
+    close(): Promise<void>;
+    server: Server;
+  }
+  namespace NntpServer {
+    class Session {
+      constructor(server: NntpServer, stream: Socket);
+      group: { name: string | null; min_index: number; max_index: number; total: number; current_article: number; description: string };
+      write(data: unknown): void;
+    }
+  }
+  export default NntpServer;
+}

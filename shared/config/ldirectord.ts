@@ -122,6 +122,10 @@ function resolve(h: Stmt, addr: VirtualAddress, v: VirtualSettings, g: GlobalSet
     const s = (v.at.request ?? v.at.receive)!;
     c.warn(s.line, s.col, s.key, `not used by checktype ${type}: only negotiate checks send the request and match the reply`);
   }
+  if (service === "nntp" && (type === "negotiate" || type === "combined") && v.at.request && request !== "/") {
+    const s = v.at.request;
+    c.warn(s.line, s.col, s.key, "ldirectord's nntp check ignores request (it reads the greeting only); lvsflow selects it as a newsgroup, which must answer GROUP with 211", "leave request out for ldirectord's behaviour");
+  }
   if (v.httpmethod === "HEAD" && receive !== "") {
     const s = v.at.receive!;
     c.warn(s.line, s.col, s.key, "a HEAD request has no body to match", "leave receive out with httpmethod = HEAD");

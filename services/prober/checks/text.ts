@@ -1,5 +1,6 @@
 // The text protocols ldirectord negotiates with a plain session (reference §1.6):
-// smtp/submission (Net::SMTP), pop/pops (Net::POP3), imap/imaps (Mail::IMAPClient), nntp (banner),
+// smtp/submission (Net::SMTP), pop/pops (Net::POP3), imap/imaps (Mail::IMAPClient), nntp (banner;
+// lvsflow: GROUP <request> when a request is set),
 // simpletcp (request → a line matching receive). pops and imaps use TLS from the first byte.
 import { LineSession, type TlsOptions } from "./session.ts";
 import { CheckFailure, fail, pass, receiveMatcher, type ProbeContext, type ProtoResult } from "./types.ts";
@@ -103,14 +104,33 @@ export async function imapCheck(ctx: ProbeContext): Promise<ProtoResult> {
   }
 }
 
-/** NNTP: the greeting starts with 2 (200 posting allowed, 201 not). */
+/** An NNTP newsgroup name as GROUP takes it (RFC 3977 §4.1: printable US-ASCII, no spaces). */
+export function nntpGroupName(request: string): string {
+  if (!/^[\x21-\x7e]{1,504}$/.test(request)) throw new CheckFailure(`request ${short(request)} is not a newsgroup name (printable ASCII, no spaces)`);
+  return request;
+}
+
+/**
+ * NNTP: the greeting starts with 2 (200 posting allowed, 201 not; 400/502 mean no service), as in
+ * ldirectord. With a request (a newsgroup name; leading slashes dropped), that group must also be
+ * selectable (GROUP → 211): a server whose spool or backend is broken still greets with 200.
+ */
 export async function nntpCheck(ctx: ProbeContext): Promise<ProtoResult> {
+  // ldirectord's config puts a "/" before every request: "/" alone is its default, "no request".
+  const name = ctx.request.replace(/^\/+/, "");
+  const group = name ? nntpGroupName(name) : null;
   const s = await open(ctx, "nntp", false);
   try {
     const greet = await s.readLine();
     if (!greet.startsWith("2")) return fail(`greeting ${short(greet)}`);
-    s.write("QUIT\r\n");
-    return pass({ matched: greet.slice(0, 200) });
+    let matched = greet;
+    if (group) {
+      s.write(`GROUP ${group}\r\n`);
+      matched = await s.readLine();
+      if (!matched.startsWith("211 ")) return fail(`GROUP ${group}: ${short(matched)}`);
+    }
+    await quit(s, "QUIT\r\n");
+    return pass({ matched: matched.slice(0, 200) });
   } finally {
     s.close();
   }
