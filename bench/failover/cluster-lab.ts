@@ -310,7 +310,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number
 export class VipWatch {
   private readonly procs: ChildProcess[] = [];
   readonly events: { t: number; lb: LbName; held: boolean }[] = [];
-  constructor(private readonly lab: ClusterLab) {}
+  constructor(private readonly lab: Pick<ClusterLab, "ns" | "holds">) {}
   async start(): Promise<void> {
     for (const lb of ["lb1", "lb2"] as LbName[]) {
       this.events.push({ t: Date.now(), lb, held: await this.lab.holds(lb) });

@@ -58,7 +58,9 @@ async function newLab(system: SysName, tag: string, opts: { timers?: { heartbeat
   return lab;
 }
 
-interface Trial { gapMs: number; movedMs: number | null; ok: number; total: number; conns: number; connsOk: number; errs: Record<string, number>; restoreMs: number | null }
+interface Trial { gapMs: number; movedMs: number | null; ok: number; total: number; conns: number; connsOk: number; errs: Record<string, number>; restoreMs: number | null;
+  /** Preempt back to lb1: from lb2 letting the VIP go to lb1 adding it (no owner in between; negative: overlap). */
+  handoverMs: number | null }
 
 async function trial(lab: ClusterLab, system: SysName, mode: Mode, watch: VipWatch): Promise<Trial> {
   await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 30_000, "lb1 alone to hold the VIP before the trial");
@@ -89,10 +91,14 @@ async function trial(lab: ClusterLab, system: SysName, mode: Mode, watch: VipWat
     await waitFor(async () => (await lab.holds("lb1")) && !(await lab.holds("lb2")), 30_000, "lb1 to take the VIP back");
     restoreMs = Date.now() - tr;
   } catch { /* reported as null */ }
+  await sleep(300); // `ip monitor` lines arrive a little after the fact
+  const back = watch.firstAdd("lb1", tr);
+  const let2 = watch.events.find((e) => e.lb === "lb2" && !e.held && e.t >= tr)?.t ?? null;
+  const handoverMs = back !== null && let2 !== null && moved !== null ? back - let2 : null;
   const conns = await echo;
   const errs: Record<string, number> = {};
   for (const c of conns) if (!c.ok) errs[c.err ?? "?"] = (errs[c.err ?? "?"] ?? 0) + 1;
-  return { gapMs: largestGap(rs, 20), movedMs: moved === null ? null : moved - tf, ok: rs.filter((r) => r.ok).length, total: rs.length, conns: conns.length, connsOk: conns.filter((c) => c.ok).length, errs, restoreMs };
+  return { gapMs: largestGap(rs, 20), movedMs: moved === null ? null : moved - tf, ok: rs.filter((r) => r.ok).length, total: rs.length, conns: conns.length, connsOk: conns.filter((c) => c.ok).length, errs, restoreMs, handoverMs };
 }
 
 // ---- 1. failover trials -------------------------------------------------------------------------
@@ -114,7 +120,7 @@ if (!a["skip-failover"]) {
         try {
           const t = await trial(lab, system, mode, watch);
           ts.push(t);
-          say(`${system} ${mode} #${i + 1}: gap ${t.gapMs} ms, VIP on lb2 after ${t.movedMs ?? "never"} ms, probes ${t.ok}/${t.total}, connections ${t.connsOk}/${t.conns}${Object.keys(t.errs).length ? ` ${JSON.stringify(t.errs)}` : ""}, back on lb1 in ${t.restoreMs ?? "?"} ms`);
+          say(`${system} ${mode} #${i + 1}: gap ${t.gapMs} ms, VIP on lb2 after ${t.movedMs ?? "never"} ms, probes ${t.ok}/${t.total}, connections ${t.connsOk}/${t.conns}${Object.keys(t.errs).length ? ` ${JSON.stringify(t.errs)}` : ""}, back on lb1 in ${t.restoreMs ?? "?"} ms (no owner for ${t.handoverMs ?? "?"} ms of the handover)`);
         } catch (e) {
           say(`${system} ${mode} #${i + 1}: FAILED ${(e as Error).message}`);
         }
@@ -125,8 +131,8 @@ if (!a["skip-failover"]) {
   }
   results.failover = table;
   say("\n### Failover: client gap (ms, min / median / max), VIP on the new owner (ms), long-lived connections that survived\n");
-  say("| failure | system | n | client gap | VIP moved | connections survived | gap ratio lvsflow / keepalived-v3 (median) |");
-  say("|---|---|---|---|---|---|---|");
+  say("| failure | system | n | client gap | VIP moved | connections survived | gap ratio lvsflow / keepalived-v3 (median) | preempt back: no owner (ms) |");
+  say("|---|---|---|---|---|---|---|---|");
   for (const mode of modes) {
     const v3 = stats((table["keepalived-v3"]?.[mode] ?? []).map((t) => t.gapMs));
     for (const system of systems) {
@@ -136,7 +142,8 @@ if (!a["skip-failover"]) {
       const mv = stats(ts.filter((t) => t.movedMs !== null).map((t) => t.movedMs!));
       const co = ts.reduce((n, t) => n + t.connsOk, 0), ct = ts.reduce((n, t) => n + t.conns, 0);
       const ratio = system.startsWith("lvsflow") && g && v3 ? (v3.med > 0 ? (g.med / v3.med).toFixed(2) : g.med === 0 ? "1.00" : "∞") : "";
-      say(`| ${mode} | ${system} | ${ts.length} | ${fmt(g)} | ${mv ? fmt(mv) : "not moved"} | ${co}/${ct} (${ct ? ((100 * co) / ct).toFixed(1) : "–"} %) | ${ratio} |`);
+      const ho = stats(ts.filter((t) => t.handoverMs !== null).map((t) => t.handoverMs!));
+      say(`| ${mode} | ${system} | ${ts.length} | ${fmt(g)} | ${mv ? fmt(mv) : "not moved"} | ${co}/${ct} (${ct ? ((100 * co) / ct).toFixed(1) : "–"} %) | ${ratio} | ${fmt(ho)} |`);
     }
   }
 }

@@ -11,7 +11,7 @@ const USAGE = `lvsflow — highly available load balancing with Linux kernel rul
   lvsflow config schema                                               JSON Schema of the native file
   lvsflow schema events [TYPE]                                        JSON Schema of the bus events (for publishers in any language)
   lvsflow config push FILE… | history | diff A B | show V             configuration versions in Redis, live reload
-  lvsflow lab up | down | status                                      the seed's cluster in network namespaces
+  lvsflow lab up [--witness] | down | status                          the seed's cluster in network namespaces
   lvsflow audit [--since T] [--vs V] [--real R] [--type T] [--json]   recorded history, in order; audit export: NDJSON
   lvsflow why <vip[:port]|real> [--at TIME]                           causal chain: evidence → decision → kernel, with latencies
   lvsflow replay --from T [--to T]                                    replay recorded controller inputs, compare the decisions

@@ -8,7 +8,7 @@ import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { ownershipMachine, viewInput } from "./ownership-machine.ts";
-import { alive, hearsOf, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
+import { alive, hearsOf, ownsForView, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 import { ControllerState } from "./snapshot.ts";
 
@@ -117,10 +117,12 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   const lastSeen = new Map<string, number>();
   const peerAlive = new Map<string, boolean>();
   const lastHeardAt = new Map<string, number>(); // any message from a voter: heartbeat or view
+  let ownBeat: { at: number; data: EventOf<"node.heartbeat">["data"] } | null = null;
   const onHeartbeat = (ev: EventOf<"node.heartbeat">) => {
     cmds?.heartbeat(ev);
     const t = now();
     const h = ev.data;
+    if (h.node === node) ownBeat = { at: t, data: h };
     const at = heardAt(t, Date.parse(ev.time));
     lastSeen.set(h.node, t);
     lastHeardAt.set(h.node, Math.max(lastHeardAt.get(h.node) ?? -Infinity, at));
@@ -139,22 +141,34 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   let viewSeq = 0;
   let lastVotes = "";
   let lastOwning = "";
+  const viewSentAt = new Map<string, number>(); // voter → send time of its latest view we took in (our acks)
   const publishView = () => {
     const t = now();
     const votes: Record<string, string | null> = {};
     const eligible: Record<string, boolean> = {};
     const owns: Record<string, number | null> = {};
-    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; eligible[g] = selfEligible(s, t); owns[g] = s.role === "owner" ? s.term : null; }
+    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; eligible[g] = selfEligible(s, t); owns[g] = ownsOf(g, t); }
     lastVotes = JSON.stringify(votes);
-    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes, owns }, { source, configVersion: ctx.configVersion }));
+    lastOwning = JSON.stringify(owns);
+    const acks = Object.fromEntries([...viewSentAt].filter(([v]) => t - (lastHeardAt.get(v) ?? -Infinity) <= model.timers.deadMs));
+    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes, owns, acks }, { source, configVersion: ctx.configVersion }));
   };
-  // A moved vote is news at once: it is what lets the majority take over promptly.
+  /** `owns` in our view: held, or maybe still held by our executor (ownsForView). */
+  const ownsOf = (g: string, t: number): number | null => {
+    const last = latest.get(`owner:${g}`)?.ev;
+    const lastGen = last?.type === "decision.owner" ? { generation: last.data.generation, at: Date.parse(last.time) } : null;
+    const h = ownBeat;
+    const exec = h ? { at: h.at, holds: h.data.owned.find((o) => o.group === g)?.term ?? null, generation: h.data.ownerGenerations?.[g] } : null;
+    return ownsForView(owners.get(g)!.getSnapshot().context.s, t, exec, lastGen);
+  };
+  // A moved vote, a role change or a release reaching the kernel is news at once: it is what lets
+  // the majority take over promptly.
   const viewIfChanged = () => {
     if (!Q) return;
+    const t = now();
     const votes = JSON.stringify(Object.fromEntries([...owners].map(([g, a]) => [g, a.getSnapshot().context.s.vote ?? null])));
-    const owning = JSON.stringify([...owners].map(([, a]) => a.getSnapshot().context.s.role));
-    if (owning !== lastOwning) { lastOwning = owning; publishView(); return; }
-    if (votes !== lastVotes) publishView();
+    const owning = JSON.stringify(Object.fromEntries([...owners.keys()].map((g) => [g, ownsOf(g, t)])));
+    if (owning !== lastOwning || votes !== lastVotes) publishView();
   };
   const onView = (ev: EventOf<"voter.view">) => {
     const v = ev.data;
@@ -162,6 +176,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     const t = now();
     const at = heardAt(t, Date.parse(ev.time));
     lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
+    viewSentAt.set(v.voter, Date.parse(ev.time));
     for (const a of owners.values()) a.send(viewInput(v, t, at));
     viewIfChanged();
   };

@@ -37,8 +37,10 @@ export interface VoterView {
   eligible?: Record<string, boolean>;
   /** Group → the LB node the sender votes for. */
   votes?: Record<string, string | null>;
-  /** Group → the term under which the sender's controller holds it (null: it does not). */
+  /** Group → the term under which the sender holds it or may still hold it (null: released). */
   owns?: Record<string, number | null>;
+  /** Voter → send time (that voter's clock) of the latest view of it the sender had taken in. */
+  acks?: Record<string, number>;
 }
 
 export interface OwnershipState {
@@ -203,8 +205,44 @@ export function nextVote(s: OwnershipState, now: number): OwnershipState {
   }
   const w = s.withdrawnFrom;
   const wHolding = w === s.self ? s.role === "owner" : !!w && (s.peers[w]?.holds != null || s.views[w]?.owns?.[s.group] != null);
-  if (w && target !== w && heard(s, w, now) && (eligible(s, w, now) || wHolding) && now - (s.withdrawnAt ?? 0) < s.holdMs) return preferredSince === s.preferredSince ? s : { ...s, preferredSince };
+  if (w && target !== w && heard(s, w, now) && (eligible(s, w, now) || wHolding) && now - (s.withdrawnAt ?? 0) < s.holdMs && !letGo(s, w)) return preferredSince === s.preferredSince ? s : { ...s, preferredSince };
   return { ...s, vote: target, withdrawnFrom: null, preferredSince };
+}
+
+/**
+ * Ends a withdrawal's hold early: node `w` has taken our withdrawal in (its view acknowledges a
+ * view of ours sent after it) and says it does not hold the group, nor may its executor still hold
+ * it, and its executor's heartbeat agrees. From then on `w` cannot count our vote, so moving it
+ * cannot make two majorities; waiting out holdMs would only leave the group without an owner.
+ * Our own withdrawal (w = self) keeps the timed hold: the view of ourselves is not on the bus.
+ */
+export function letGo(s: OwnershipState, w: string): boolean {
+  if (w === s.self || s.withdrawnAt === undefined) return false;
+  const v = s.views[w];
+  return !!v && (v.acks?.[s.self] ?? -Infinity) > s.withdrawnAt && v.owns?.[s.group] == null && s.peers[w]?.holds == null;
+}
+
+export interface OwnExecutorView {
+  /** When its last heartbeat was heard. */
+  at: number;
+  /** Term under which it says it holds (or is adding) the group's addresses, or null. */
+  holds: number | null;
+  /** Generation of the latest ownership decision for the group it has taken in; undefined: it does not say. */
+  generation: number | undefined;
+}
+
+/**
+ * A controller's `owns` for its view: the term while it may hold the group. Released means the
+ * controller is backup and its executor, alive, holds nothing and has taken in our latest decision
+ * (or that decision is older than holdMs, the wait voters fell back on before acknowledgements).
+ * A silent executor says nothing either way: as before, its heartbeats decide (null).
+ */
+export function ownsForView(s: Pick<OwnershipState, "role" | "term" | "deadMs" | "holdMs">, now: number, exec: OwnExecutorView | null, last: { generation: number; at: number } | null): number | null {
+  if (s.role === "owner") return s.term;
+  if (!exec || now - exec.at > s.deadMs) return null;
+  if (exec.holds !== null) return exec.holds;
+  const pending = last !== null && (exec.generation === undefined || exec.generation < last.generation) && now - last.at < s.holdMs;
+  return pending ? s.term : null;
 }
 
 /** Decide this node's role now. Returns null when nothing changes. */

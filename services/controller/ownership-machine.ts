@@ -7,14 +7,14 @@ import type { DataOf } from "../../shared/schemas/events.ts";
 
 export type OwnershipEvent =
   | { type: "HEARTBEAT"; now: number; node: string; priority: number; holds: number | null; faults: string[]; eventId: string; at?: number }
-  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; owns?: Record<string, number | null>; eventId?: string; at?: number }
+  | { type: "VIEW"; now: number; voter: string; hears: Record<string, number>; canOwn: boolean; eligible?: Record<string, boolean>; votes?: Record<string, string | null>; owns?: Record<string, number | null>; acks?: Record<string, number>; eventId?: string; at?: number }
   | { type: "REALS"; now: number; realsUp: Record<string, number> }
   | { type: "TICK"; now: number; eventId?: string }
   | { type: "BUS"; now: number; up: boolean };
 
 /** A voter's view from the bus as the machine's VIEW input (shared by controllers and witnesses). */
 export function viewInput(v: DataOf<"voter.view">, now: number, at: number): OwnershipEvent {
-  return { type: "VIEW", now, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns };
+  return { type: "VIEW", now, at, voter: v.voter, hears: v.hears, canOwn: v.canOwn, eligible: v.eligible, votes: v.votes, owns: v.owns, acks: v.acks };
 }
 
 export interface OwnershipEmitted extends OwnershipDecision { type: "decision"; causationId: string | null }
@@ -47,7 +47,7 @@ function absorb(c: Ctx, e: OwnershipEvent): Ctx {
     }
     cause = e.eventId;
   } else if (e.type === "VIEW") {
-    s = { ...s, views: { ...s.views, [e.voter]: { at: e.at ?? e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes, owns: e.owns } }, maxSeen: Math.max(s.maxSeen ?? 0, e.owns?.[s.group] ?? 0) };
+    s = { ...s, views: { ...s.views, [e.voter]: { at: e.at ?? e.now, hears: e.hears, canOwn: e.canOwn, eligible: e.eligible, votes: e.votes, owns: e.owns, ...(e.acks ? { acks: e.acks } : {}) } }, maxSeen: Math.max(s.maxSeen ?? 0, e.owns?.[s.group] ?? 0) };
     if (e.eventId) cause = e.eventId;
   } else if (e.type === "REALS") {
     s = { ...s, realsUp: e.realsUp };

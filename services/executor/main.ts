@@ -151,6 +151,7 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
   // One apply at a time per group, always of the entry current when it runs: a repair started
   // as owner must never re-add what a release that came in meanwhile has just removed.
   const groupChain = new Map<string, Promise<void>>();
+  const adding = new Set<string>();
   const applyGroup = (g0: GroupEntry, name: string, reason: "decision" | "repair"): Promise<void> => {
     const run = () => applyGroupNow(groups.get(name) ?? g0, name, reason);
     const p = (groupChain.get(name) ?? Promise.resolve()).then(run, run);
@@ -167,10 +168,15 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     const t0 = performance.now();
     let ops: string[] = [];
     let error: string | null = null;
+    // While addresses are being added the heartbeat already says "held": peers must not count
+    // this node as released in the middle of a takeover.
+    if (want) adding.add(name);
     try {
       ops = await ensureAddresses(g.addresses, want);
     } catch (e) {
       error = e instanceof Error ? e.message : String(e);
+    } finally {
+      adding.delete(name);
     }
     const wasHeld = held.get(name) ?? false;
     held.set(name, want && !error);
@@ -266,8 +272,9 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     return f;
   };
   const beat = () => {
-    const owned = [...held].filter(([, h]) => h).map(([group]) => ({ group, term: state.terms[group] ?? 0 }));
-    bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, faults: faults(), driver: driver.kind }, { source, configVersion: ctx.configVersion }));
+    const owned = [...new Set([...[...held].filter(([, h]) => h).map(([g]) => g), ...adding])].map((group) => ({ group, term: state.terms[group] ?? 0 }));
+    const ownerGenerations = Object.fromEntries([...groups].map(([name, g]) => [name, g.generation]));
+    bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, ownerGenerations, faults: faults(), driver: driver.kind }, { source, configVersion: ctx.configVersion }));
   };
   const hb = setInterval(beat, model.timers.heartbeatMs);
   // Active connections per real (conntrack), for operator drains and status.

@@ -23,7 +23,13 @@ export interface LabOptions {
   auth?: boolean;
   /** Start the dashboard on this port of the host's loopback (`lvsflow lab up`: 18080; default none). */
   dashboardPort?: number;
+  /** Add a quorum witness (`lvsflow run witness`, named w1) on the host: three voters, quorum mode. Default: none (VRRP mode, as the seed). */
+  witness?: boolean;
+  /** The witness's /healthz and /metrics on the host's loopback (`lvsflow lab up --witness`: 18081; default off). */
+  witnessHttpPort?: number;
 }
+/** The lab witness's name (global.witnesses). */
+export const LAB_WITNESS = "w1";
 /** /healthz and /metrics of each LB service, on its namespace's loopback (ip netns exec … curl). */
 export const LAB_HTTP_PORTS = { executor: 9101, controller: 9102, prober: 9103 } as const;
 /** The identity operators' tools (status, audit, tests) use in the lab. */
@@ -56,7 +62,7 @@ export class Lab {
   /** Generates (or reuses) the lab's credentials: one NATS identity per role and LB node, Redis users. */
   private ensureSecurity(): SecurityLayout | null {
     if (this.opts.auth === false) return null;
-    this.security ??= initSecurity({ dir: join(this.dir, "secrets"), site: "lab", nodes: ["lb1", "lb2"], recorders: ["recorder"], operators: ["operator"] });
+    this.security ??= initSecurity({ dir: join(this.dir, "secrets"), site: "lab", nodes: ["lb1", "lb2"], recorders: ["recorder"], operators: ["operator"], witnesses: this.opts.witness ? [LAB_WITNESS] : [] });
     return this.security;
   }
   private idEnv(identity: string): Record<string, string> {
@@ -76,7 +82,9 @@ export class Lab {
     this.mapping = mapping;
     writeFileSync(join(this.dir, "ldirectord.cf"), text);
     const native = readFileSync(join(ROOT, "infra/lab/lvsflow.yaml"), "utf8");
-    writeFileSync(this.configFile, `${native.trimEnd()}\ninclude: ldirectord.cf\n`);
+    // With a witness: three voters, so the LB nodes run in quorum mode (docs: README, failover).
+    const witness = this.opts.witness ? `global:\n  witnesses: [${LAB_WITNESS}]\n` : "";
+    writeFileSync(this.configFile, `${native.trimEnd()}\n${witness}include: ldirectord.cf\n`);
   }
 
   private proc(name: string, ns: string | null, argv: string[], identity?: string) {
@@ -103,7 +111,13 @@ export class Lab {
     // The recorder's JetStream buffer captures from its creation on: let it exist before the nodes speak.
     await waitFor(() => existsSync(recorder.log) && readFileSync(recorder.log, "utf8").includes('"msg":"running"'), 30_000, "the recorder").catch(() => undefined);
     for (const lb of ["lb1", "lb2"] as LbName[]) this.startNode(lb);
+    if (this.opts.witness) this.startWitness();
     if (this.opts.dashboardPort) this.startDashboard();
+  }
+
+  /** The quorum witness: on the host, the lab's "third host", straight on the bus (no relay). */
+  startWitness(): void {
+    this.proc(`witness-${LAB_WITNESS}`, null, [process.execPath, CLI, "run", "witness", "--node", LAB_WITNESS, "--config", this.configFile, "--nats", this.natsUrl, "--http-port", String(this.opts.witnessHttpPort ?? 0)], `witness-${LAB_WITNESS}`);
   }
 
   /** The operators' web page on the host's loopback, with a fresh random password. */
@@ -177,7 +191,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, ms: number
 export async function labCommand(args: string[]): Promise<number> {
   const sub = args[0] ?? "up";
   const dir = process.env.LVSFLOW_LAB_DIR ?? "/tmp/lvsflow-lab";
-  const lab = new Lab({ dir, dashboardPort: Number(process.env.LVSFLOW_LAB_DASHBOARD_PORT ?? 18080) });
+  const lab = new Lab({ dir, dashboardPort: Number(process.env.LVSFLOW_LAB_DASHBOARD_PORT ?? 18080), witness: args.includes("--witness"), witnessHttpPort: 18081 });
   if (sub === "down") { const r = await labDown({ dir }); process.stdout.write(`stopped ${r.killed.length} process(es), deleted ${r.deleted.length} namespace(s)\n`); return 0; }
   const operatorEnv = join(dir, "secrets", "env", `${OPERATOR}.env`);
   if (sub === "status") {
@@ -185,7 +199,7 @@ export async function labCommand(args: string[]): Promise<number> {
     const { statusCommand } = await import("../cli/status.ts");
     return statusCommand(["--nats", lab.natsUrl, "--site", "lab"]);
   }
-  if (sub !== "up") { process.stderr.write("usage: lvsflow lab up|down|status\n"); return 2; }
+  if (sub !== "up" || args.slice(1).some((a) => a !== "--witness")) { process.stderr.write("usage: lvsflow lab up [--witness] | down | status\n"); return 2; }
   if (process.getuid?.() !== 0) { process.stderr.write("lvsflow lab needs root (network namespaces, nftables)\n"); return 1; }
   await labDown({ dir }).catch(() => undefined); // a lab left behind by a crash
   mkdirSync(dir, { recursive: true });
@@ -203,6 +217,9 @@ export async function labCommand(args: string[]): Promise<number> {
   process.stdout.write(`lvsflow lab is up (logs in ${dir}/logs). Seed addresses mapped to documentation ranges:\n`);
   for (const [from, to] of lab.mapping) process.stdout.write(`  ${from.padEnd(16)} -> ${to}\n`);
   process.stdout.write(`Dashboard: ${lab.dashboardUrl}  (any name, password in ${lab.dashboardPasswordFile})\n`);
+  process.stdout.write(lab.opts.witness
+    ? `Quorum mode: lb1, lb2 and the witness ${LAB_WITNESS} (on the host; health http://127.0.0.1:${lab.opts.witnessHttpPort}/healthz) vote.\n`
+    : "VRRP mode (two nodes, no witness; `lvsflow lab up --witness` for quorum mode).\n");
   process.stdout.write(`Try: ip netns exec ${lab.ns("cli")} curl -s http://198.51.100.50/aaaa.html   |   (set -a; . ${operatorEnv}; lvsflow audit --site lab --redis ${lab.redisUrl})\nCtrl-C stops and removes everything.\n\n`);
   const { collectStatus, renderStatus } = await import("../cli/status.ts");
   for (;;) {

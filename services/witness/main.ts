@@ -31,6 +31,7 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     groups.set(g.name, a);
   }
   const lastHeardAt = new Map<string, number>();
+  const viewSentAt = new Map<string, number>(); // voter → send time of its latest view taken in
   let seq = 0;
   let lastVotes = "";
   const votes = () => Object.fromEntries([...groups].map(([g, a]) => [g, a.getSnapshot().context.s.vote ?? null]));
@@ -40,7 +41,8 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     lastVotes = JSON.stringify(v);
     const hears = hearsOf(lastHeardAt, node, t, model.timers.deadMs);
     heardGauge.set(Object.keys(hears).length);
-    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: true, seq: seq++, hears, canOwn: false, votes: v }, { source, configVersion: ctx.configVersion }));
+    const acks = Object.fromEntries([...viewSentAt].filter(([n]) => t - (lastHeardAt.get(n) ?? -Infinity) <= model.timers.deadMs));
+    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: true, seq: seq++, hears, canOwn: false, votes: v, acks }, { source, configVersion: ctx.configVersion }));
   };
   const ifChanged = () => { if (JSON.stringify(votes()) !== lastVotes) publish(); };
 
@@ -58,6 +60,7 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     const t = now();
     const at = heardAt(t, Date.parse(ev.time));
     lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
+    viewSentAt.set(v.voter, Date.parse(ev.time));
     for (const a of groups.values()) a.send(viewInput(v, t, at));
     ifChanged();
   });
