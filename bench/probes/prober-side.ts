@@ -1,16 +1,20 @@
-// The prober under test, inside the bench's prober namespace: the real lvsflow prober service
-// (startProber, publishing to a local nats-server) checking N reals every interval. Prints JSON
-// lines: {"ev":"stats",…} after the steady-state window, {"ev":"down",real,at} when a real fails.
+// One prober under test, inside the bench's prober namespace: the real lvsflow prober service
+// (startProber, publishing to a local nats-server) checking N reals every interval, alone or as one
+// member of a probe group (group "-" = none). Prints JSON lines: {"ev":"started",targets} once
+// running; {"ev":"stats",…} after the window that a "measure" line on stdin starts (so several
+// probers measure the same seconds); {"ev":"down",real,at} when one of its reals fails.
 import { pino } from "pino";
 import { Model } from "../../shared/schemas/config.ts";
 import { Event } from "../../shared/schemas/events.ts";
 import { Bus } from "../../shared/bus.ts";
 import { registry } from "../../shared/metrics.ts";
-import { subjects } from "../../shared/subjects.ts";
+import { token } from "../../shared/subjects.ts";
 import { startProber } from "../../services/prober/main.ts";
 import { connect } from "@nats-io/transport-node";
+import { createInterface } from "node:readline";
 
-const [mode, natsUrl, addrList, portFrom, perAddr, intervalS, timeoutS, warmupS, measureS] = process.argv.slice(2);
+const [mode, natsUrl, addrList, portFrom, perAddr, intervalS, timeoutS, measureS, node, groupArg] = process.argv.slice(2);
+const group = groupArg && groupArg !== "-" ? groupArg : null;
 const addrs = addrList.split(",");
 const reals = addrs.flatMap((address) => Array.from({ length: Number(perAddr) }, (_, i) => ({ address, port: Number(portFrom) + i, forwarding: "masq", weight: 1 })));
 const check = mode === "http"
@@ -27,13 +31,13 @@ const model = Model.parse({
 });
 const out = (o: object) => process.stdout.write(JSON.stringify(o) + "\n");
 const log = pino({ level: "error" });
-const bus = await new Bus({ servers: [natsUrl], name: "bench-prober", site: "bench", node: "bench", service: "prober", log }).connect();
+const bus = await new Bus({ servers: [natsUrl], name: `bench-prober-${node}`, site: "bench", node, service: "prober", log }).connect();
 
 // A separate connection, as a controller would listen: failures of reals after the warm-up.
 const nc = await connect({ servers: natsUrl });
 let armed = false;
-// health.<prober>.<vs>.<real>: results only, not the summaries (health.<prober>.summary).
-nc.subscribe("lvsflow.bench.health.*.*.*", {
+// health.<prober>.<vs>.<real> of this prober: results only, not the summaries (health.<prober>.summary).
+nc.subscribe(`lvsflow.bench.health.${token(node)}.*.*`, {
   callback: (_e, m) => {
     if (!armed) return;
     const ev = Event.safeParse(JSON.parse(m.string()));
@@ -41,7 +45,8 @@ nc.subscribe("lvsflow.bench.health.*.*.*", {
   },
 });
 
-const prober = await startProber({ site: "bench", node: "bench", model, configVersion: "bench", bus, log, redisUrl: "", httpPort: 0, stateDir: "/tmp" }, { group: null, probeModules: [] });
+const prober = await startProber({ site: "bench", node, model, configVersion: "bench", bus, log, redisUrl: "", httpPort: 0, stateDir: "/tmp" }, { group, probeModules: [] });
+out({ ev: "started", node, targets: prober.health().targets });
 
 interface Snap { t: number; cpu: NodeJS.CpuUsage; checks: number; fails: number; late: { le: number; n: number }[]; lateCount: number; skipped: number }
 async function snap(): Promise<Snap> {
@@ -60,31 +65,35 @@ async function snap(): Promise<Snap> {
 
 // Event-loop delay as a second view of "on schedule".
 const { monitorEventLoopDelay } = await import("node:perf_hooks");
-await new Promise((r) => setTimeout(r, Number(warmupS) * 1000));
-const a = await snap();
-out({ ev: "measuring", at: Date.now() });
-const eld = monitorEventLoopDelay({ resolution: 10 });
-eld.enable();
-let rssMax = 0;
-const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, process.memoryUsage().rss); }, 200);
-await new Promise((r) => setTimeout(r, Number(measureS) * 1000));
-const b = await snap();
-eld.disable();
-clearInterval(rssTimer);
-const secs = (b.t - a.t) / 1000;
-const lateDelta = (le: number) => (b.late.find((x) => x.le === le)?.n ?? 0) - (a.late.find((x) => x.le === le)?.n ?? 0);
-const launched = b.lateCount - a.lateCount;
-const cpuMs = (b.cpu.user - a.cpu.user + b.cpu.system - a.cpu.system) / 1000;
-out({
-  ev: "stats", mode, reals: reals.length, seconds: Math.round(secs * 10) / 10,
-  checksPerSec: Math.round((b.checks - a.checks) / secs), failsPerSec: Math.round((b.fails - a.fails) / secs),
-  launched, within10ms: lateDelta(0.01) / launched, within100ms: lateDelta(0.1) / launched, skipped: b.skipped - a.skipped,
-  lateBuckets: Object.fromEntries(b.late.map((x) => [x.le, lateDelta(x.le)])),
-  cpuPct: Math.round((cpuMs / (secs * 1000)) * 1000) / 10, rssMB: Math.round(rssMax / 1048576),
-  loopDelayP99ms: Math.round(eld.percentile(99) / 1e4) / 100, loopDelayMaxMs: Math.round(eld.max / 1e4) / 100,
-  health: prober.health(),
-});
-armed = true;
-out({ ev: "armed", at: Date.now() });
-process.stdin.resume();
-process.stdin.on("end", async () => { await prober.stop(); await bus.close(); await nc.close(); process.exit(0); });
+async function measure(): Promise<void> {
+  const a = await snap();
+  const eld = monitorEventLoopDelay({ resolution: 10 });
+  eld.enable();
+  let rssMax = 0;
+  const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, process.memoryUsage().rss); }, 200);
+  await new Promise((r) => setTimeout(r, Number(measureS) * 1000));
+  const b = await snap();
+  eld.disable();
+  clearInterval(rssTimer);
+  const secs = (b.t - a.t) / 1000;
+  const lateDelta = (le: number) => (b.late.find((x) => x.le === le)?.n ?? 0) - (a.late.find((x) => x.le === le)?.n ?? 0);
+  const launched = b.lateCount - a.lateCount;
+  const cpuMs = (b.cpu.user - a.cpu.user + b.cpu.system - a.cpu.system) / 1000;
+  const h = prober.health();
+  out({
+    ev: "stats", mode, node, reals: reals.length, targets: h.targets, members: prober.members().length, seconds: Math.round(secs * 10) / 10,
+    checksPerSec: Math.round((b.checks - a.checks) / secs), failsPerSec: Math.round((b.fails - a.fails) / secs),
+    launched, late10ms: lateDelta(0.01), late100ms: lateDelta(0.1), within10ms: lateDelta(0.01) / launched, within100ms: lateDelta(0.1) / launched, skipped: b.skipped - a.skipped,
+    lateBuckets: Object.fromEntries(b.late.map((x) => [x.le, lateDelta(x.le)])),
+    cpuPct: Math.round((cpuMs / (secs * 1000)) * 1000) / 10, rssMB: Math.round(rssMax / 1048576),
+    loopDelayP99ms: Math.round(eld.percentile(99) / 1e4) / 100, loopDelayMaxMs: Math.round(eld.max / 1e4) / 100,
+    health: h,
+  });
+  armed = true;
+  out({ ev: "armed", at: Date.now() });
+}
+
+// stdin: "measure" starts the window; its end stops the prober.
+createInterface({ input: process.stdin })
+  .on("line", (l) => { if (l.trim() === "measure") void measure(); })
+  .on("close", async () => { await prober.stop(); await bus.close(); await nc.close(); process.exit(0); });

@@ -2,10 +2,12 @@
 // real prober service in a second namespace, with connect and with HTTP negotiate. Prints checks
 // per second, the share started on schedule, CPU and memory of the prober, and detection times for
 // a real that starts refusing and one whose SYNs are silently dropped — alone, and with 1,000
-// other reals already dead. Root only; everything it creates is removed on exit, also on failure.
+// other reals already dead. --probers N starts N probers in one probe group (they share the reals)
+// and reports their sum, each one's share, CPU and memory. Root only; everything it creates is
+// removed on exit, also on failure.
 //
 //   node --import tsx bench/probes/run.ts [--reals 10000] [--interval 1] [--timeout 0.5]
-//        [--measure 15] [--modes connect,http] [--dead 1000]
+//        [--measure 15] [--modes connect,http] [--dead 1000] [--probers 1]
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -23,6 +25,8 @@ const MEASURE = Number(arg("measure", "15"));
 const WARMUP = 8; // start-up (10,000 first slots, JIT) leaves a backlog the first seconds
 const DEAD = Number(arg("dead", "1000"));
 const MODES = arg("modes", "connect,http").split(",");
+const PROBERS = Number(arg("probers", "1"));
+if (!Number.isInteger(PROBERS) || PROBERS < 1 || PROBERS > 8) throw new Error("--probers must be 1 to 8");
 const PER_ADDR = 250;
 const NADDR = Math.ceil(REALS / PER_ADDR);
 const PORT0 = 20000;
@@ -87,40 +91,55 @@ const realAt = (i: number) => ({ address: addrs[Math.floor(i / PER_ADDR)], port:
 const drop = (reals: { address: string; port: number }[]) =>
   inNs(NS_SRV, ["nft", "-f", "-"], `add element inet lvsb dead { ${reals.map((r) => `${r.address} . ${r.port}`).join(", ")} }\n`);
 
-interface Stats { checksPerSec: number; failsPerSec: number; within10ms: number; within100ms: number; skipped: number; cpuPct: number; rssMB: number; loopDelayP99ms: number; loopDelayMaxMs: number; launched: number }
+interface Stats { node: string; targets: number; members: number; checksPerSec: number; failsPerSec: number; launched: number; late10ms: number; late100ms: number; within10ms: number; within100ms: number; skipped: number; cpuPct: number; rssMB: number; loopDelayP99ms: number; loopDelayMaxMs: number }
+
+/** The probers' figures added up: on-schedule shares weighted by the checks each one launched. */
+function combine(each: Stats[]) {
+  const sum = (f: (s: Stats) => number) => each.reduce((a, s) => a + f(s), 0);
+  const launched = sum((s) => s.launched);
+  return {
+    checksPerSec: sum((s) => s.checksPerSec), skipped: sum((s) => s.skipped), cpuPct: Math.round(sum((s) => s.cpuPct) * 10) / 10, rssMB: sum((s) => s.rssMB),
+    within10ms: launched ? sum((s) => s.late10ms) / launched : 0, within100ms: launched ? sum((s) => s.late100ms) / launched : 0,
+    loopDelayP99ms: Math.max(...each.map((s) => s.loopDelayP99ms)), loopDelayMaxMs: Math.max(...each.map((s) => s.loopDelayMaxMs)),
+  };
+}
 
 async function runMode(mode: string, natsUrl: string) {
   // The reals run at nice 10: on a 2-core machine they would otherwise take the prober's CPU.
   // The TCP handshake itself is answered by the kernel, so this does not slow connect checks.
   const srv = start(NS_SRV, ["nice", "-n", "10", process.execPath, join(here, "reals.mjs"), mode, addrs.join(","), String(PORT0), String(PER_ADDR)]);
   if ((await nextLine(srv.lines, 60_000, "reals ready")) !== "ready") throw new Error("reals failed");
-  // BENCH_PROF=DIR writes a V8 CPU profile of the prober there (chrome://inspect, or any .cpuprofile viewer).
+  // BENCH_PROF=DIR writes a V8 CPU profile of each prober there (chrome://inspect, or any .cpuprofile viewer).
   const prof = process.env.BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
-  const prb = start(NS_PRB, [process.execPath, ...prof, "--import", "tsx", join(here, "prober-side.ts"), mode, natsUrl, addrs.join(","), String(PORT0), String(PER_ADDR),
-    String(INTERVAL), String(TIMEOUT), String(WARMUP), String(MEASURE)]);
+  // One prober alone has no group (as a single prober runs); several share the reals as group "bench".
+  const group = PROBERS > 1 ? "bench" : "-";
+  const prbs = Array.from({ length: PROBERS }, (_, i) => start(NS_PRB, [process.execPath, ...prof, "--import", "tsx", join(here, "prober-side.ts"), mode, natsUrl, addrs.join(","), String(PORT0), String(PER_ADDR),
+    String(INTERVAL), String(TIMEOUT), String(MEASURE), `bench-${i}`, group]));
   const events: { ev: string; real?: string; at?: number; error?: string }[] = [];
-  let stats: Stats | null = null;
-  let machine: { busyPct: number; srvCpuPct: number } | null = null;
-  let startSnap: { all: number[]; srv: number; t: number } | null = null;
-  const reader = (async () => {
+  const stats: Stats[] = [];
+  let started = 0;
+  const readers = prbs.map(async (prb) => {
     for await (const l of prb.lines) {
       try {
         const o = JSON.parse(l);
-        if (o.ev === "measuring") startSnap = { all: cpuTimes(), srv: procTicks(srv.child.pid!), t: performance.now() };
-        if (o.ev === "stats") {
-          stats = o;
-          if (startSnap) {
-            const all = cpuTimes(), secs = (performance.now() - startSnap.t) / 1000;
-            const d = all.map((v, i) => v - startSnap!.all[i]);
-            const total = d.reduce((a, b) => a + b, 0);
-            machine = { busyPct: Math.round(1000 * (1 - (d[3] + d[4]) / total)) / 10, srvCpuPct: Math.round((procTicks(srv.child.pid!) - startSnap.srv) / CLK / secs * 1000) / 10 };
-          }
-        } else events.push(o);
+        if (o.ev === "stats") stats.push(o);
+        else if (o.ev === "started") started++;
+        else events.push(o);
       } catch { /* not ours */ }
     }
-  })();
+  });
   const until = async (cond: () => boolean, ms: number) => { const end = Date.now() + ms; while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20)); return cond(); };
-  if (!(await until(() => events.some((e) => e.ev === "armed"), (WARMUP + MEASURE + 60) * 1000))) throw new Error("prober never reported");
+  if (!(await until(() => started === PROBERS, 60_000))) throw new Error(`only ${started} of ${PROBERS} probers started`);
+  // Every prober has taken its share by now; the warm-up covers the first slots (and JIT).
+  await new Promise((r) => setTimeout(r, WARMUP * 1000));
+  const snap0 = { all: cpuTimes(), srv: procTicks(srv.child.pid!), t: performance.now() };
+  for (const p of prbs) p.child.stdin!.write("measure\n");
+  if (!(await until(() => stats.length === PROBERS, (MEASURE + 60) * 1000))) throw new Error("a prober never reported its figures");
+  const d = cpuTimes().map((v, i) => v - snap0.all[i]);
+  const total = d.reduce((a, b) => a + b, 0), secs = (performance.now() - snap0.t) / 1000;
+  const machine = { busyPct: Math.round(1000 * (1 - (d[3] + d[4]) / total)) / 10, srvCpuPct: Math.round((procTicks(srv.child.pid!) - snap0.srv) / CLK / secs * 1000) / 10 };
+  if (!(await until(() => events.filter((e) => e.ev === "armed").length === PROBERS, 10_000))) throw new Error("probers never armed");
+  stats.sort((a, b) => a.node.localeCompare(b.node));
   if (process.env.BENCH_VERBOSE) console.error(JSON.stringify(stats));
   const detect = async (label: string, refuse: number, dropIdx: number) => {
     const r1 = realAt(refuse), r2 = realAt(dropIdx);
@@ -138,13 +157,13 @@ async function runMode(mode: string, natsUrl: string) {
   drop(many);
   await new Promise((r) => setTimeout(r, (INTERVAL + TIMEOUT) * 1000 + 1500));
   const d2 = await detect(`with ${many.length} dead`, 33, 5151 % REALS);
-  prb.child.stdin!.end();
-  await new Promise((r) => prb.child.once("exit", r));
-  await reader;
+  for (const p of prbs) p.child.stdin!.end();
+  await Promise.all(prbs.map((p) => (p.child.exitCode !== null ? null : new Promise((r) => p.child.once("exit", r)))));
+  await Promise.all(readers);
   srv.child.stdin!.end();
   await new Promise((r) => srv.child.once("exit", r));
   inNs(NS_SRV, ["nft", "flush", "set", "inet", "lvsb", "dead"]);
-  return { mode, stats: stats as Stats | null, machine: machine as { busyPct: number; srvCpuPct: number } | null, detections: [d1, d2] };
+  return { mode, each: stats, stats: stats.length ? combine(stats) : null, machine, detections: [d1, d2] };
 }
 
 setup();
@@ -155,14 +174,24 @@ const results = [];
 for (const mode of MODES) results.push(await runMode(mode, "nats://127.0.0.1:14222"));
 
 const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
-console.log(`\nbench/probes: ${REALS} reals, interval ${INTERVAL} s, timeout ${TIMEOUT} s, ${MEASURE} s measured after ${WARMUP} s warm-up; ${new Date().toISOString()}`);
+console.log(`\nbench/probes: ${REALS} reals, ${PROBERS} prober(s)${PROBERS > 1 ? " in one probe group" : ""}, interval ${INTERVAL} s, timeout ${TIMEOUT} s, ${MEASURE} s measured after ${WARMUP} s warm-up; ${new Date().toISOString()}`);
 console.log("| mode | checks/s | target | started ≤10 ms late | ≤100 ms late | skipped | prober CPU | RSS | loop delay p99 / max | reals' CPU | machine busy (2 cores) |");
 console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of results) {
   const s = r.stats;
   if (!s) { console.log(`| ${r.mode} | no stats | | | | | | | |`); continue; }
   const target = REALS / INTERVAL;
-  console.log(`| ${r.mode} | ${s.checksPerSec} | ${target} (${(s.checksPerSec / target * 100).toFixed(1)} %) | ${pct(s.within10ms)} | ${pct(s.within100ms)} | ${s.skipped} | ${s.cpuPct} % of a core | ${s.rssMB} MiB | ${s.loopDelayP99ms} / ${s.loopDelayMaxMs} ms | ${r.machine?.srvCpuPct ?? "?"} % | ${r.machine?.busyPct ?? "?"} % |`);
+  const cpu = PROBERS > 1 ? `${s.cpuPct} % of a core (sum)` : `${s.cpuPct} % of a core`;
+  console.log(`| ${r.mode} | ${s.checksPerSec} | ${target} (${(s.checksPerSec / target * 100).toFixed(1)} %) | ${pct(s.within10ms)} | ${pct(s.within100ms)} | ${s.skipped} | ${cpu} | ${s.rssMB} MiB | ${s.loopDelayP99ms} / ${s.loopDelayMaxMs} ms | ${r.machine.srvCpuPct} % | ${r.machine.busyPct} % |`);
+}
+if (PROBERS > 1) {
+  console.log("\n| mode | prober | reals assigned | members seen | checks/s | started ≤10 / ≤100 ms late | CPU | RSS | loop delay p99 / max |");
+  console.log("|---|---|---|---|---|---|---|---|---|");
+  for (const r of results) {
+    for (const e of r.each) console.log(`| ${r.mode} | ${e.node} | ${e.targets} (${(e.targets / REALS * 100).toFixed(1)} %) | ${e.members} | ${e.checksPerSec} | ${pct(e.within10ms)} / ${pct(e.within100ms)} | ${e.cpuPct} % | ${e.rssMB} MiB | ${e.loopDelayP99ms} / ${e.loopDelayMaxMs} ms |`);
+    const assigned = r.each.reduce((a, e) => a + e.targets, 0);
+    if (assigned !== REALS) console.log(`| ${r.mode} | (sum) | ${assigned} — not ${REALS}: the group did not settle on one split | | | | | | |`);
+  }
 }
 const bound = (INTERVAL + TIMEOUT) * 1000 + 100;
 console.log(`\n| mode | scenario | refused → down | SYN dropped → down | bound (interval + timeout + 100 ms) |`);
