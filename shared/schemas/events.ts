@@ -39,10 +39,14 @@ export const HealthResult = z.object({
   httpStatus: z.number().int().nullable().default(null),
   /** What matched `receive`, when a receive pattern was configured. */
   matched: z.string().nullable().default(null),
+  /** The prober's probe group: the group, not the prober, is then the vantage point (absent or null: the prober is). */
+  group: z.string().min(1).max(64).nullable().optional(),
 });
 
 export const HealthSummary = z.object({
   prober: z.string(),
+  /** As in health.result: the vantage point these results count for. */
+  group: z.string().min(1).max(64).nullable().optional(),
   intervalMs: z.number(),
   results: z.array(z.object({ vs: z.string(), real: z.string(), ok: z.boolean(), streak: z.number().int(), ageMs: z.number() })),
 });
@@ -238,7 +242,8 @@ export const ControllerView = z.object({
       /** Weight in this node's desired pool; null = not in the pool. */
       weight: z.number().int().nullable(),
       admin: OperatorOverride.nullable(),
-      checks: z.array(z.object({ prober: z.string(), ok: z.boolean(), streak: z.number().int(), ageMs: z.number(), error: z.string().nullable(), check: z.string() })),
+      /** One per vantage point: `prober` sent its last result, for `group` when it has one. */
+      checks: z.array(z.object({ prober: z.string(), group: z.string().nullable().optional(), ok: z.boolean(), streak: z.number().int(), ageMs: z.number(), error: z.string().nullable(), check: z.string() })),
     })),
   })),
   groups: z.array(z.object({ group: z.string(), state: z.string(), role: z.enum(["owner", "backup"]), term: z.number().int(), pinned: z.string().nullable() })),
