@@ -5,6 +5,7 @@ import { createActor } from "xstate";
 import { VirtualService } from "../shared/schemas/config.ts";
 import { poolMachine, type PoolDecisionEmitted } from "../services/controller/pool-machine.ts";
 import { ownershipMachine, type OwnershipEmitted } from "../services/controller/ownership-machine.ts";
+import { step, vantageStreak, type PoolState } from "../services/controller/pool-logic.ts";
 
 function seedVs(over: Partial<Record<string, unknown>> = {}) {
   return VirtualService.parse({
@@ -23,8 +24,9 @@ function poolHarness(vs = seedVs(), policy: "any" | "all" | "majority" = "all") 
   a.on("decision", (d) => void out.push(d));
   a.start();
   let n = 0;
-  const health = (real: string, ok: boolean, streak: number, now: number, prober = "lb1") =>
-    a.send({ type: "HEALTH", now, eventId: `e${++n}`, real, prober, ok, streak, at: now, error: ok ? null : "ECONNREFUSED", check: "connect" });
+  // `group`: the prober's probe group; `at`: when the result counts from (a summary's is older than now).
+  const health = (real: string, ok: boolean, streak: number, now: number, prober = "lb1", group?: string, at = now) =>
+    a.send({ type: "HEALTH", now, eventId: `e${++n}`, real, prober, ...(group ? { group } : {}), ok, streak, at, error: ok ? null : "ECONNREFUSED", check: "connect" });
   return { a, out, health };
 }
 
@@ -107,6 +109,100 @@ test("pool: vantage policy any removes on one prober's word; stale probers do no
   for (const p of ["lb1", "lb2"]) { health("203.0.113.11:80", true, 1, 0, p); health("203.0.113.12:80", true, 1, 0, p); }
   health("203.0.113.11:80", false, 1, 1000, "lb1");
   assert.equal(out.at(-1)!.pool.reals.length, 1);
+});
+
+const R1 = "203.0.113.11:80", R2 = "203.0.113.12:80";
+
+test("pool: a probe group is one vantage point: a dead member's stale up does not hold a removal under all", () => {
+  // Control: the same results from probers without a group. lb1's last word (up) votes on for
+  // freshness (3 intervals + timeout = 20 s), so lb2's failure alone cannot remove the real.
+  const plain = poolHarness(seedVs(), "all");
+  plain.health(R1, true, 1, 0, "lb1"); plain.health(R2, true, 1, 0, "lb1");
+  plain.health(R1, false, 1, 1500, "lb2");
+  assert.equal(plain.out.at(-1)!.pool.reals.length, 2, "without a group lb1 still votes up");
+  plain.a.send({ type: "TICK", now: 20_001 });
+  assert.equal(plain.out.at(-1)!.pool.reals.length, 1, "only once lb1's word is stale");
+
+  // lb1 and lb2 in group g1: lb1 checked, died at 1000; lb2 took the real over and sees it fail.
+  const { out, health } = poolHarness(seedVs(), "all");
+  health(R1, true, 1, 0, "lb1", "g1"); health(R2, true, 1, 0, "lb1", "g1");
+  health(R1, false, 1, 1500, "lb2", "g1");
+  assert.deepEqual(out.at(-1)!.pool.reals.map((r) => r.address), ["203.0.113.12"], "removed on the group's newest word");
+  assert.match(out.at(-1)!.changes[0]!.why, /vantage policy all; group g1 \(via prober lb2\): 1 consecutive failure/);
+});
+
+test("pool: two members of one group count once; a group and an ungrouped prober are two vantage points", () => {
+  // majority over {group g1, lb3}: both members of g1 seeing the real down (a handover) are one vote of two.
+  const { out, health } = poolHarness(seedVs(), "majority");
+  for (const [p, g] of [["lb1", "g1"], ["lb3", undefined]] as const) { health(R1, true, 1, 0, p, g); health(R2, true, 1, 0, p, g); }
+  health(R1, false, 1, 1000, "lb1", "g1");
+  health(R1, false, 1, 1100, "lb2", "g1");
+  assert.equal(out.at(-1)!.pool.reals.length, 2, "one of two vantage points down is no majority");
+  health(R1, false, 1, 1200, "lb3");
+  assert.equal(out.at(-1)!.pool.reals.length, 1);
+  const why = out.at(-1)!.changes[0]!.why;
+  assert.match(why, /group g1 \(via prober lb2, 1 of them seen by another member before the handover\): 2 consecutive failure/);
+  assert.match(why, /lb3: 1 consecutive failure/);
+
+  // all over {group g1, lb3}: the group down and lb3 up keeps the real.
+  const b = poolHarness(seedVs(), "all");
+  for (const [p, g] of [["lb1", "g1"], ["lb3", undefined]] as const) { b.health(R1, true, 1, 0, p, g); b.health(R2, true, 1, 0, p, g); }
+  b.health(R1, false, 1, 1000, "lb2", "g1");
+  assert.equal(b.out.at(-1)!.pool.reals.length, 2, "lb3 still sees it up");
+  b.health(R1, false, 1, 1100, "lb3");
+  assert.equal(b.out.at(-1)!.pool.reals.length, 1);
+});
+
+test("pool: within a group a late (older) result never overwrites a newer one", () => {
+  const { a, out, health } = poolHarness(seedVs(), "all");
+  health(R1, true, 1, 0, "lb1", "g1"); health(R2, true, 1, 0, "lb1", "g1");
+  health(R1, false, 1, 2000, "lb2", "g1");
+  assert.equal(out.at(-1)!.pool.reals.length, 1);
+  // lb1's last summary (its check at 1500: up x5) arrives after lb2's result.
+  health(R1, true, 5, 2100, "lb1", "g1", 1500);
+  assert.equal(out.at(-1)!.pool.reals.length, 1, "the late up did not bring the real back");
+  const rec = a.getSnapshot().context.pool.reals[R1]!;
+  assert.deepEqual(Object.keys(rec.probers), ["group:g1"]);
+  assert.equal(rec.probers["group:g1"]!.prober, "lb2");
+  health(R1, true, 1, 3000, "lb2", "g1");
+  assert.equal(out.at(-1)!.pool.reals.length, 2, "a newer up does");
+});
+
+test("pool: a group's streak goes on across a handover, never counts two members' runs twice", () => {
+  const vs = seedVs({ check: { type: "connect", service: "http", request: "/", receive: "", port: null, interval: 1, timeout: 1, failureCount: 3 } });
+  const { out, health } = poolHarness(vs, "all");
+  health(R1, true, 1, 0, "lb1", "g1"); health(R2, true, 1, 0, "lb1", "g1");
+  health(R1, false, 1, 1000, "lb1", "g1"); health(R1, false, 2, 2000, "lb1", "g1");
+  // lb1 dies; lb2's first check of the real is the group's third failure in a row.
+  health(R1, false, 1, 3000, "lb2", "g1");
+  assert.equal(out.length, 2);
+  assert.deepEqual(out[1]!.pool.reals.map((r) => r.address), ["203.0.113.12"]);
+  assert.match(out[1]!.changes[0]!.why, /group g1 \(via prober lb2, 2 of them seen by another member before the handover\): 3 consecutive/);
+
+  // Both members checking for a moment (a membership change): the longer run counts, not the sum.
+  const held = { ok: false, streak: 2, at: 2000, state: "up" as const, error: null, check: "connect", prober: "lb1", group: "g1", carried: 0 };
+  const input = (prober: string, streak: number, at: number) => ({ real: R1, prober, group: "g1", ok: false, streak, at, error: null, check: "connect" });
+  assert.deepEqual(vantageStreak(held, "group:g1", input("lb2", 2, 2100), vs), { streak: 2, carried: 0 });
+  assert.deepEqual(vantageStreak(held, "group:g1", input("lb2", 3, 2100), vs), { streak: 3, carried: 0 });
+  assert.deepEqual(vantageStreak(held, "group:g1", input("lb1", 3, 3000), vs), { streak: 3, carried: 0 }, "the same member goes on");
+  assert.deepEqual(vantageStreak(held, "group:g1", input("lb2", 1, 9000), vs), { streak: 1, carried: 0 }, "no carry across a stale gap");
+  assert.deepEqual(vantageStreak({ ...held, ok: true }, "group:g1", input("lb2", 1, 2100), vs), { streak: 1, carried: 0 }, "no carry across a different result");
+  assert.deepEqual(vantageStreak(held, "lb2", { ...input("lb2", 1, 2100), group: null }, vs), { streak: 1, carried: 0 }, "no group, no carry");
+});
+
+test("pool: a record from before probe groups (old snapshot) still votes, and goes once its prober reports for a group", () => {
+  const vs = seedVs();
+  // A context as an older controller persisted it: keyed by prober, no prober/group fields.
+  const old: PoolState = { fallbackActive: false, reals: {
+    [R1]: { state: "up", why: "x", probers: { lb1: { ok: true, streak: 4, at: 0, state: "up", error: null, check: "connect" } } },
+    [R2]: { state: "up", why: "x", probers: { lb1: { ok: true, streak: 4, at: 0, state: "up", error: null, check: "connect" } } },
+  } };
+  let r = step(old, vs, "all", 1000, { real: R1, prober: "lb2", ok: false, streak: 1, at: 1000, error: "ECONNREFUSED", check: "connect" });
+  assert.deepEqual(r.transitions, [], "lb1's old record still votes up");
+  r = step(old, vs, "all", 1000, { real: R1, prober: "lb1", group: "g1", ok: false, streak: 1, at: 1000, error: "ECONNREFUSED", check: "connect" });
+  assert.deepEqual(Object.keys(r.state.reals[R1]!.probers), ["group:g1"], "lb1 votes through its group now, not on its own as well");
+  assert.equal(r.transitions[0]?.to, "down");
+  assert.equal(r.state.reals[R2]!.probers.lb1!.streak, 4, "the other real's old record is untouched");
 });
 
 function ownHarness(self: string, opts: { preempt?: boolean; preemptDelayMs?: number } = {}) {

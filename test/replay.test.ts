@@ -31,7 +31,7 @@ interface Run { batches: RecordedBatch[]; decisions: Map<string, Event>; consume
  * A controller for node lb2 (priority 100) in a chaos run: what main.ts does, minus the bus.
  * Decisions become recorded events exactly as main.ts makes them.
  */
-function chaosRun(seed: number, steps = 6000): Run {
+function chaosRun(seed: number, steps = 6000, grouped = false): Run {
   const r = rng(seed);
   let clock = 1_800_000_000_000;
   const batches: RecordedBatch[] = [];
@@ -77,12 +77,16 @@ function chaosRun(seed: number, steps = 6000): Run {
     if (x < 0.08) {
       // a probe result from lb1 or lb2; the two probers sometimes disagree
       const real = r() < 0.5 ? "203.0.113.11:80" : "203.0.113.12:80";
-      const prober = r() < 0.5 ? "lb1" : "lb2";
+      // grouped: lb3 and lb4 share probe group g (one vantage point) beside ungrouped lb1
+      const prober = grouped ? ["lb1", "lb3", "lb4"][Math.floor(r() * 3)]! : r() < 0.5 ? "lb1" : "lb2";
       const ok = r() < 0.05 ? !realUp[real] : realUp[real]!;
       const key = `${real}/${prober}`;
       const s = streaks[key];
       streaks[key] = s && s.ok === ok ? { ok, n: s.n + 1 } : { ok, n: 1 };
-      pool.send({ type: "HEALTH", now: clock, eventId: `h${++n}`, real, prober, ok, streak: streaks[key]!.n, at: clock, error: ok ? null : "ECONNREFUSED", check: "connect" });
+      // grouped: some are summaries, dated when checked, possibly older than the group's last word
+      const at = grouped && r() < 0.3 ? clock - Math.floor(r() * 1500) : clock;
+      const group = grouped && prober !== "lb1" ? { group: "g" } : {};
+      pool.send({ type: "HEALTH", now: clock, eventId: `h${++n}`, real, prober, ...group, ok, streak: streaks[key]!.n, at, error: ok ? null : "ECONNREFUSED", check: at === clock ? "connect" : "summary" });
     } else if (x < 0.5) {
       if (lb1Alive) owner.send({ type: "HEARTBEAT", now: clock, node: "lb1", priority: 150, holds: r() < 0.01 ? null : lb1Term, faults: [], eventId: `b${++n}` });
       if (!lb1Alive && r() < 0.01) lb1Term++;
@@ -109,6 +113,17 @@ test("replay of a recorded chaos run reproduces 100 % of the decisions", () => {
   assert.equal(rep.compared, run.decisions.size, "every decision compared");
   assert.equal(rep.identical, run.decisions.size);
   assert.ok(rep.ok);
+});
+
+test("replay reproduces a run with a probe group's members (one vantage point), late summaries and an ungrouped prober", () => {
+  const run = chaosRun(5, 6000, true);
+  const pools = [...run.decisions.values()].filter((e) => e.type === "decision.pool");
+  assert.ok(pools.length >= 5, `the scenario exercises the pool (${pools.length} pool decisions)`);
+  assert.ok(pools.some((e) => e.type === "decision.pool" && e.data.changes.some((c) => c.why.includes("group g (via prober"))), "some decision rests on the group");
+  const rep = replay(run.batches, run.decisions, 0, run.end);
+  assert.deepEqual(rep.differences, []);
+  assert.deepEqual(rep.problems, []);
+  assert.equal(rep.identical, run.decisions.size);
 });
 
 test("replay from a checkpoint in the middle compares only the window and still matches", () => {
