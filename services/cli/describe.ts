@@ -5,10 +5,10 @@ export function describe(ev: Event): string {
   switch (ev.type) {
     case "health.result": {
       const d = ev.data;
-      return `${d.vs} real ${d.real}: ${d.ok ? "ok" : "FAIL"} x${d.streak} by ${d.prober} (${d.check}, ${d.latencyMs.toFixed(1)} ms${d.error ? `, ${d.error}` : ""}${d.httpStatus ? `, HTTP ${d.httpStatus}` : ""})`;
+      return `${d.vs} real ${d.real}: ${d.ok ? "ok" : "FAIL"} x${d.streak} by ${d.prober}${d.group ? ` of group ${d.group}` : ""} (${d.check}, ${d.latencyMs.toFixed(1)} ms${d.error ? `, ${d.error}` : ""}${d.httpStatus ? `, HTTP ${d.httpStatus}` : ""})`;
     }
     case "health.summary":
-      return `${ev.data.prober}: ${ev.data.results.filter((r) => r.ok).length}/${ev.data.results.length} reals ok`;
+      return `${ev.data.prober}${ev.data.group ? ` (group ${ev.data.group})` : ""}: ${ev.data.results.filter((r) => r.ok).length}/${ev.data.results.length} reals ok`;
     case "decision.pool": {
       const d = ev.data;
       const reals = d.pool.reals.map((r) => `${r.address}:${r.port}${r.weight === 0 ? "(quiescent)" : `/w${r.weight}`}`).join(" ") || "none";

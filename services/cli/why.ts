@@ -11,6 +11,7 @@ import { parseCommon } from "./options.ts";
 import { describe } from "./describe.ts";
 import { connectRedis, parseTime, readHistory, redisFor } from "./audit.ts";
 import { decodeEntries } from "../controller/journal.ts";
+import { vantageKey } from "../controller/pool-logic.ts";
 
 type Decision = EventOf<"decision.pool"> | EventOf<"decision.owner">;
 
@@ -50,7 +51,7 @@ export interface JournalLookup { heartbeat: HeartbeatLookup; input(node: string,
 function describeInput(node: string, i: JournalInput): string {
   const e = i.e;
   if (e.type === "HEARTBEAT") return `heartbeat of ${e.node} heard by ${node} (priority ${e.priority}, holds ${e.holds === null ? "nothing" : `term ${e.holds}`}${Array.isArray(e.faults) && e.faults.length ? `, faults: ${e.faults.join(", ")}` : ""}) — from its input journal`;
-  if (e.type === "HEALTH") return `${e.check === "summary" ? "health summary" : "health result"} of prober ${e.prober}: ${e.real} ${e.ok ? "ok" : "FAIL"} x${e.streak} — from ${node}'s input journal`;
+  if (e.type === "HEALTH") return `${e.check === "summary" ? "health summary" : "health result"} of prober ${e.prober}${e.group ? ` (group ${e.group})` : ""}: ${e.real} ${e.ok ? "ok" : "FAIL"} x${e.streak} — from ${node}'s input journal`;
   return `${e.type} to ${i.machine} on ${node} — from its input journal`;
 }
 
@@ -83,17 +84,22 @@ function step(kind: Step["kind"], ev: Event, prev: number | null, text = describ
   return { kind, time: ev.time, node: ev.source.node, text, afterMs: prev === null ? null : ms(ev) - prev, event: ev };
 }
 
-/** The run of results of one prober that a decision on `real` rests on: its last equal results. */
+/** The run of results of each vantage point (a probe group, else a prober) that a decision on `real` rests on: its last equal results. */
 function streakRuns(d: EventOf<"decision.pool">, real: string, wantOk: boolean, evs: Event[]): EventOf<"health.result">[] {
   const results = evs.filter((e): e is EventOf<"health.result"> => e.type === "health.result" && e.data.vs === d.data.pool.vs && e.data.real === real && ms(e) <= ms(d));
-  const byProber = new Map<string, EventOf<"health.result">[]>();
-  for (const r of results) (byProber.get(r.data.prober) ?? byProber.set(r.data.prober, []).get(r.data.prober)!).push(r);
+  const byVantage = new Map<string, EventOf<"health.result">[]>();
+  for (const r of results) {
+    const k = vantageKey(r.data.prober, r.data.group);
+    (byVantage.get(k) ?? byVantage.set(k, []).get(k)!).push(r);
+  }
   const out: EventOf<"health.result">[] = [];
-  for (const list of byProber.values()) {
+  for (const list of byVantage.values()) {
     const run: EventOf<"health.result">[] = [];
     for (let i = list.length - 1; i >= 0 && list[i]!.data.ok === wantOk; i--) {
       run.unshift(list[i]!);
-      if (list[i]!.data.streak === 1) break;
+      // A group's run goes on across a handover: the member before may have begun it.
+      const before = list[i - 1];
+      if (list[i]!.data.streak === 1 && !(before && before.data.prober !== list[i]!.data.prober)) break;
     }
     out.push(...run.slice(-10));
   }

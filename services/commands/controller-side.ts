@@ -268,7 +268,8 @@ export function attachCommands(ctx: ServiceContext, m: CommandMachines): Command
             real: id, state: rec?.state ?? "unknown", why: rec?.why ?? "not checked yet",
             weight: inPool ? inPool.weight : null,
             admin: c?.overrides[id] ?? null,
-            checks: Object.entries(rec?.probers ?? {}).map(([prober, v]) => ({ prober, ok: v.ok, streak: v.streak, ageMs: Math.max(0, now - v.at), error: v.error, check: v.check })),
+            // One per vantage point; a probe group's names the member that checked last.
+            checks: Object.entries(rec?.probers ?? {}).map(([key, v]) => ({ prober: v.prober ?? key, ...(v.group ? { group: v.group } : {}), ok: v.ok, streak: v.streak, ageMs: Math.max(0, now - v.at), error: v.error, check: v.check })),
           };
         }),
       };

@@ -7,6 +7,7 @@ import { makeEvent, type Event, type EventOf } from "../../shared/schemas/events
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
+import { vantageKey } from "./pool-logic.ts";
 import { ownershipMachine, viewInput } from "./ownership-machine.ts";
 import { alive, hearsOf, ownsForView, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
@@ -92,23 +93,30 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   };
   for (const g of model.groups) createOwner(g);
 
-  // Each prober's latest word on each real, for step-down without reals (per group, per prober).
+  // Each vantage point's latest word on each real, for step-down without reals (per group, per
+  // node's prober). A prober in a probe group sees what its group sees: the members share the checks.
   const realOk = new Map<string, Map<string, boolean>>();
-  const noteReal = (prober: string, vs: string, real: string, ok: boolean) => {
-    if (!realOk.has(prober)) realOk.set(prober, new Map());
-    realOk.get(prober)!.set(`${vs}|${real}`, ok);
+  const vantageOfProber = new Map<string, string>();
+  const noteReal = (prober: string, group: string | null | undefined, vs: string, real: string, ok: boolean) => {
+    const v = vantageKey(prober, group);
+    vantageOfProber.set(prober, v);
+    if (!realOk.has(v)) realOk.set(v, new Map());
+    realOk.get(v)!.set(`${vs}|${real}`, ok);
   };
   const onHealth = (ev: EventOf<"health.result" | "health.summary">) => {
     remember(ev);
     const t = now();
-    if (ev.type === "health.result") noteReal(ev.data.prober, ev.data.vs, ev.data.real, ev.data.ok);
-    else for (const r of ev.data.results) noteReal(ev.data.prober, r.vs, r.real, r.ok);
+    const group = ev.data.group ?? null;
+    if (ev.type === "health.result") noteReal(ev.data.prober, group, ev.data.vs, ev.data.real, ev.data.ok);
+    else for (const r of ev.data.results) noteReal(ev.data.prober, group, r.vs, r.real, r.ok);
+    // `group` only when there is one: inputs of ungrouped probers stay as journaled before.
+    const g = group ? { group } : {};
     if (ev.type === "health.result") {
       const d = ev.data;
-      pools.get(d.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: d.real, prober: d.prober, ok: d.ok, streak: d.streak, at: t, error: d.error, check: d.check });
+      pools.get(d.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: d.real, prober: d.prober, ...g, ok: d.ok, streak: d.streak, at: t, error: d.error, check: d.check });
     } else {
       for (const r of ev.data.results) {
-        pools.get(r.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: r.real, prober: ev.data.prober, ok: r.ok, streak: r.streak, at: t - r.ageMs, error: null, check: "summary" });
+        pools.get(r.vs)?.send({ type: "HEALTH", now: t, eventId: ev.id, real: r.real, prober: ev.data.prober, ...g, ok: r.ok, streak: r.streak, at: t - r.ageMs, error: null, check: "summary" });
       }
     }
   };
@@ -190,7 +198,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   const realsOfGroup = (g: (typeof model.groups)[number]) => {
     const vss = new Set(model.virtualServices.filter((v) => g.addresses.some((a) => a.address === v.address)).map((v) => v.id));
     const up: Record<string, number> = {};
-    for (const [prober, m] of realOk) up[prober] = [...m].filter(([k, ok]) => ok && vss.has(k.split("|")[0]!)).length;
+    for (const [prober, v] of vantageOfProber) up[prober] = [...(realOk.get(v) ?? [])].filter(([k, ok]) => ok && vss.has(k.split("|")[0]!)).length;
     return up;
   };
   const publishPeer = (peer: string, isAlive: boolean, ago: number | null, cause: string | null) => {

@@ -9,7 +9,7 @@ import type { Event, DataOf } from "../../shared/schemas/events.ts";
 
 type Override = NonNullable<DataOf<"decision.pool">["operator"]>[number];
 
-export interface CheckView { prober: string; ok: boolean; streak: number; at: number; error: string | null; latencyMs: number | null; check: string; httpStatus: number | null }
+export interface CheckView { prober: string; /** The prober's probe group (the vantage point it checks for), if any. */ group?: string | null; ok: boolean; streak: number; at: number; error: string | null; latencyMs: number | null; check: string; httpStatus: number | null }
 export interface RealNodeView { inPool: boolean | null; weight: number | null; draining: boolean; state: "unknown" | "up" | "down" | null; why: string | null; admin: Override | null }
 export interface RealView { real: string; nodes: Record<string, RealNodeView>; checks: Record<string, CheckView>; connections: Record<string, { active: number; at: number }> }
 export interface ServiceView { vs: string; fallbackServer: string | null; fallback: Record<string, boolean>; poolState: Record<string, string>; generation: Record<string, number>; reals: Record<string, RealView> }
@@ -105,7 +105,7 @@ export function applyEvent(st: ClusterState, ev: Event, now: number): boolean {
     case "health.result": {
       const d = ev.data;
       const r = real(svc(st, d.vs), d.real);
-      r.checks[d.prober] = { prober: d.prober, ok: d.ok, streak: d.streak, at: Date.parse(ev.time), error: d.error, latencyMs: d.latencyMs, check: d.check, httpStatus: d.httpStatus };
+      r.checks[d.prober] = { prober: d.prober, ...(d.group ? { group: d.group } : {}), ok: d.ok, streak: d.streak, at: Date.parse(ev.time), error: d.error, latencyMs: d.latencyMs, check: d.check, httpStatus: d.httpStatus };
       return true;
     }
     case "health.summary": {
@@ -117,7 +117,7 @@ export function applyEvent(st: ClusterState, ev: Event, now: number): boolean {
         const t = at - x.ageMs;
         if (cur && cur.at >= t) continue;
         changed ||= !cur || cur.ok !== x.ok;
-        r.checks[ev.data.prober] = { prober: ev.data.prober, ok: x.ok, streak: x.streak, at: t, error: cur && cur.ok === x.ok ? cur.error : null, latencyMs: cur?.latencyMs ?? null, check: cur?.check ?? "summary", httpStatus: cur?.httpStatus ?? null };
+        r.checks[ev.data.prober] = { prober: ev.data.prober, ...(ev.data.group ? { group: ev.data.group } : {}), ok: x.ok, streak: x.streak, at: t, error: cur && cur.ok === x.ok ? cur.error : null, latencyMs: cur?.latencyMs ?? null, check: cur?.check ?? "summary", httpStatus: cur?.httpStatus ?? null };
       }
       return changed;
     }
@@ -143,7 +143,7 @@ export function applyEvent(st: ClusterState, ev: Event, now: number): boolean {
           const at = Date.parse(ev.time);
           for (const c of x.checks) {
             const t = at - c.ageMs, cur = r.checks[c.prober];
-            if (!cur || cur.at < t - 50) r.checks[c.prober] = { prober: c.prober, ok: c.ok, streak: c.streak, at: t, error: c.error, latencyMs: cur?.latencyMs ?? null, check: c.check, httpStatus: cur?.httpStatus ?? null };
+            if (!cur || cur.at < t - 50) r.checks[c.prober] = { prober: c.prober, ...(c.group ? { group: c.group } : {}), ok: c.ok, streak: c.streak, at: t, error: c.error, latencyMs: cur?.latencyMs ?? null, check: c.check, httpStatus: cur?.httpStatus ?? null };
           }
         }
       }
@@ -215,7 +215,7 @@ export function renderStatus(v: ClusterSnapshot): string {
     out.push(`  ${s.vs}  fallback${s.fallbackServer ? ` ${s.fallbackServer}` : ""}: ${fb.length ? `ACTIVE on ${fb.join(", ")}` : "standby"}`);
     for (const r of s.reals) {
       const nodes = Object.entries(r.nodes).sort().map(([n, x]) => `${n} ${x.inPool === null ? "?" : x.inPool ? (x.draining ? "w0 draining" : `w${x.weight}`) : "out"}`).join(", ");
-      const lc = r.lastCheck ? `${r.lastCheck.ok ? "ok" : "FAIL"} x${r.lastCheck.streak} by ${r.lastCheck.prober} ${ago(r.lastCheck.ageMs)}${r.lastCheck.error ? ` (${r.lastCheck.error})` : ""}` : "no check yet";
+      const lc = r.lastCheck ? `${r.lastCheck.ok ? "ok" : "FAIL"} x${r.lastCheck.streak} by ${r.lastCheck.prober}${r.lastCheck.group ? ` (group ${r.lastCheck.group})` : ""} ${ago(r.lastCheck.ageMs)}${r.lastCheck.error ? ` (${r.lastCheck.error})` : ""}` : "no check yet";
       const conns = Object.entries(r.connections).map(([n, c]) => `${n} ${c}`).join(", ");
       out.push(`    ${r.real.padEnd(21)} ${r.health.toUpperCase().padEnd(7)} ${nodes}  | last check ${lc}${conns ? `  | connections ${conns}` : ""}${r.admin ? `  | ${r.admin.state.toUpperCase()}: ${r.admin.why}` : ""}`);
     }
