@@ -10,7 +10,7 @@ import { subjects } from "../../shared/subjects.ts";
 import { checkLabel, unsupportedReason, type CheckTarget } from "./checks.ts";
 import { loadProbeModule, probeModulesFromEnv } from "./checks/plugins.ts";
 import { ProbeScheduler, targetKey, type ProbeResult, type TargetState } from "./scheduler.ts";
-import { Membership, heartbeatPeriodMs, ownerOf } from "./sharing.ts";
+import { Membership, heartbeatPeriodMs, ownerOf, probeGroupName } from "./sharing.ts";
 
 const proberMetrics = {
   checks: new client.Counter({
@@ -45,8 +45,9 @@ export interface Prober extends RunningService {
 
 export interface ProberOptions {
   /**
-   * Probe group (LVSFLOW_PROBE_GROUP): probers of one group share the checks instead of each
-   * running all of them. Without a group every prober checks every real (one vantage point each).
+   * Probe group (--probe-group, LVSFLOW_PROBE_GROUP): probers of one group share the checks
+   * instead of each running all of them, and the group is their one vantage point. Without a
+   * group every prober checks every real (one vantage point each).
    */
   group?: string | null;
   /** In-process probe modules to load (LVSFLOW_PROBE_MODULES, comma-separated paths). */
@@ -72,7 +73,7 @@ export async function startProber(ctx: ServiceContext, opts: ProberOptions = {})
   const source = { service: "prober" as const, node: ctx.node };
   let model = ctx.model;
   let configVersion = ctx.configVersion;
-  const group = opts.group !== undefined ? opts.group : (process.env.LVSFLOW_PROBE_GROUP || null);
+  const group = opts.group !== undefined ? probeGroupName(opts.group, "probe group") : probeGroupName(process.env.LVSFLOW_PROBE_GROUP, "LVSFLOW_PROBE_GROUP");
 
   // Probe plugins first, so the configuration's plugin checks find them.
   for (const path of opts.probeModules ?? probeModulesFromEnv()) {
@@ -94,6 +95,7 @@ export async function startProber(ctx: ServiceContext, opts: ProberOptions = {})
       const ev = makeEvent("health.result", {
         vs: r.vs, real: r.real, prober, ok: r.ok, streak: r.streak, check: r.check,
         latencyMs: Math.max(0, o.latencyMs), error: o.error, httpStatus: o.httpStatus, matched: o.matched,
+        ...(group ? { group } : {}), // the group is the vantage point: its members vote once
       }, { source, configVersion });
       bus.publish(subjects.health(site, prober, r.vs, r.real), ev);
     } catch (e) {
@@ -166,7 +168,7 @@ export async function startProber(ctx: ServiceContext, opts: ProberOptions = {})
     // In parts of SUMMARY_CHUNK results: 10,000 reals in one message would pass NATS's 1 MB limit.
     for (let i = 0; i === 0 || i < results.length; i += SUMMARY_CHUNK) {
       try {
-        bus.publish(subjects.healthSummary(site, prober), makeEvent("health.summary", { prober, intervalMs: periodMs, results: results.slice(i, i + SUMMARY_CHUNK) }, { source, configVersion }));
+        bus.publish(subjects.healthSummary(site, prober), makeEvent("health.summary", { prober, ...(group ? { group } : {}), intervalMs: periodMs, results: results.slice(i, i + SUMMARY_CHUNK) }, { source, configVersion }));
       } catch (e) {
         log.error({ err: String(e) }, "could not build health.summary");
       }

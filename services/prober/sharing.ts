@@ -2,6 +2,7 @@
 // highest rendezvous hash (HRW) of (member, target). Adding a member moves only ~1/n of the
 // targets to it; removing one moves only its own targets, spread over the others. Pure: the
 // service feeds heartbeats and the clock in, and asks who owns what.
+import { Name } from "../../shared/schemas/config.ts";
 
 /** FNV-1a over the string, then a murmur3 finalizer so nearby keys spread well. */
 export function hash32(s: string): number {
@@ -70,4 +71,15 @@ export class Membership {
     for (const [name, v] of this.members) if (now - v.lastSeen > v.periodMs * MISSED_HEARTBEATS * 4) this.members.delete(name);
     return this.alive(now).join(",") !== previous.join(",");
   }
+}
+
+/**
+ * A probe group name from a flag or the environment: null when unset or empty, the name when
+ * valid (a configuration name: lowercase letters, digits, - and _, so it is one plain token of
+ * the subject probers.<group>.<prober>), else an Error naming where the value came from.
+ */
+export function probeGroupName(value: string | undefined | null, from: string): string | null {
+  if (value === undefined || value === null || value === "") return null;
+  if (!Name.safeParse(value).success) throw new Error(`${from}: invalid probe group name ${JSON.stringify(value)}: use lowercase letters, digits, - and _ (1-63 characters, starting with a letter or digit)`);
+  return value;
 }
