@@ -12,6 +12,7 @@ import { loadTimeSupport } from "./config.ts";
 import { ConfigError, formatDiagnostic } from "../../shared/config/diagnostics.ts";
 import type { ServiceContext, RunningService } from "../../shared/service.ts";
 import { startProber } from "../prober/main.ts";
+import { probeGroupName } from "../prober/sharing.ts";
 import { startController } from "../controller/main.ts";
 import { startExecutor } from "../executor/main.ts";
 import { startRecorder } from "../recorder/main.ts";
@@ -34,12 +35,29 @@ const SERVICES = {
 } as const;
 type ServiceName = keyof typeof SERVICES;
 
+const RUN_HELP = `Prober options (lvsflow run prober | node):
+  --probe-group NAME   LVSFLOW_PROBE_GROUP  none: share the checks with the other probers of this group,
+                       which count as one vantage point (lowercase letters, digits, - and _)`;
+
 export async function runCommand(args: string[]): Promise<number> {
-  const { opts, positionals, values } = parseCommon(args);
+  const { opts, positionals, values } = parseCommon(args, { "probe-group": { type: "string" } });
   const name = positionals[0] as ServiceName | undefined;
   if (values.help || !name || !(name in SERVICES)) {
-    process.stderr.write(`usage: lvsflow run <${Object.keys(SERVICES).join("|")}> [options]\n${ENV_HELP}\n`);
+    process.stderr.write(`usage: lvsflow run <${Object.keys(SERVICES).join("|")}> [options]\n${ENV_HELP}\n${RUN_HELP}\n`);
     return values.help ? 0 : 2;
+  }
+  // The flag wins over LVSFLOW_PROBE_GROUP (--probe-group "" = none); a bad name is refused
+  // before anything starts. undefined: the prober reads the environment variable itself.
+  let probeGroup: string | null | undefined;
+  try {
+    const flag = values["probe-group"] as string | undefined;
+    const probes = name === "prober" || name === "node";
+    if (flag !== undefined && !probes) throw new Error(`--probe-group applies to lvsflow run prober and lvsflow run node, not ${name}`);
+    if (flag !== undefined) probeGroup = probeGroupName(flag, "--probe-group");
+    else if (probes) probeGroupName(process.env.LVSFLOW_PROBE_GROUP, "LVSFLOW_PROBE_GROUP");
+  } catch (e) {
+    process.stderr.write(`lvsflow run: ${(e as Error).message}\n`);
+    return 2;
   }
   const log = createLogger(name, { node: opts.node });
   // Absolute paths: stored versions resolve their includes the same way wherever they are loaded.
@@ -69,7 +87,7 @@ export async function runCommand(args: string[]): Promise<number> {
   await bus.connect();
   const ctx: ServiceContext = { site, node: opts.node, model: loaded.model, configVersion: loaded.version, bus, log, redisUrl: opts.redis, httpPort: opts.httpPort, stateDir: opts.stateDir };
   const running: RunningService[] = [];
-  for (const start of SERVICES[name]) running.push(await start(ctx));
+  for (const start of SERVICES[name]) running.push(await (start === startProber ? startProber(ctx, { group: probeGroup }) : start(ctx)));
   // Live reload: SIGHUP, autoreload (a watched file) and `lvsflow config push`, one path.
   redis ??= createRedis(opts.redis, log, `lvsflow-${name}-${opts.node}`);
   const reloader = new Reloader({
