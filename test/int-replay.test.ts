@@ -107,6 +107,7 @@ test("controllers' input journals replay to 100 % of the recorded decisions; a r
   // 2. lb1's controller restarts: it resumes from its snapshot at once
   await sleep(600); // a snapshot write (every 250 ms) after the last change
   const lastBefore = poolDecisions("lb1").at(-1)!.ev;
+  const ownerBefore = owner("lb1")!;
   await controllers.lb1!.stop();
   const restartAt = Date.now();
   controllers.lb1 = await start(startController(await ctxFor("lb1", "controller")));
@@ -115,6 +116,12 @@ test("controllers' input journals replay to 100 % of the recorded decisions; a r
   console.log(`# controller restart: first pool decision ${first.at - restartAt} ms after start (without a snapshot it waits up to interval+timeout+1 s = 1600 ms)`);
   assert.equal(first.ev.id, lastBefore.id, "the restored decision is re-sent as it was (same event id)");
   assert.ok(first.at - restartAt < 1000, "resumed at once");
+  // Its ownership decision too, but only after the start-up wait: after a whole-node restart a peer
+  // may own the group by now, and the executor adding the addresses at once would overlap it.
+  await until(() => seen.some((s) => s.at >= restartAt && s.ev.type === "decision.owner" && s.ev.data.node === "lb1"), 5000, "lb1's owner decision after the restart");
+  const firstOwner = seen.find((s) => s.at >= restartAt && s.ev.type === "decision.owner" && s.ev.data.node === "lb1")!;
+  assert.equal(firstOwner.ev.id, ownerBefore.id, "the restored owner decision, re-sent as it was");
+  assert.ok(firstOwner.at - restartAt >= model.timers.deadMs, `re-sent ${firstOwner.at - restartAt} ms after the start: not before the dead time`);
   const h = controllers.lb1!.health() as unknown as { journal: { journalWaiting: number } };
   assert.equal(h.journal.journalWaiting, 0);
 

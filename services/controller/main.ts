@@ -89,7 +89,18 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     a.start();
     owners.set(g.name, a);
     const restored = cs.restoredDecision(`owner:${g.name}`);
-    if (restored) send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), restored);
+    if (restored?.type === "decision.owner" && restored.data.role === "owner") {
+      // A restored "owner" waits out the start-up wait before it is re-sent: after a whole-node
+      // restart a peer may own the group under a newer term by now, and re-sending at once made a
+      // fresh executor add the addresses beside it. An executor that still holds them (only the
+      // controller restarted) keeps them meanwhile: nothing is released in the wait.
+      const key = `owner:${g.name}`;
+      const timer = setTimeout(() => {
+        const st = a.getSnapshot().context.s;
+        if (owners.get(g.name) === a && !latest.has(key) && st.role === "owner" && st.term === restored.data.term) send(key, subjects.decisionOwner(site, node, g.name), restored);
+      }, model.timers.deadMs + model.timers.heartbeatMs);
+      timer.unref();
+    } else if (restored) send(`owner:${g.name}`, subjects.decisionOwner(site, node, g.name), restored);
   };
   for (const g of model.groups) createOwner(g);
 
