@@ -254,6 +254,7 @@ test("ownership: preempt delay waits before taking back", () => {
   assert.equal(lb1.out.length, 0);
   for (; t <= 1500; t += 50) { lb1.hb("lb2", 100, 2, t); lb1.hb("lb1", 150, null, t); }
   assert.deepEqual(lb1.out.map((d) => d.role), ["owner"]);
+  assert.match(lb1.out[0]!.why, /^preempt: priority 150 > lb2's 100 \(preferred for 1\d\d\d ms, preempt delay 1000 ms\)$/, "the why names the delay it waited");
 });
 
 test("ownership: a node without bus keeps its role and decides nothing", () => {

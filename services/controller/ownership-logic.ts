@@ -286,7 +286,7 @@ export function decide(s0: OwnershipState, now: number): { state: OwnershipState
       if (v.count < majority(s.voters)) {
         const to = s.vote !== s.self ? Object.entries(s.peers).find(([n]) => n !== s.self && eligible(s, n, now) && better([n, s.peers[n]!.priority], me))?.[0] : undefined;
         const why = to && s.preempt
-          ? `preempt: yield to ${to} (priority ${s.peers[to]!.priority} > ${me[1]})`
+          ? `preempt: yield to ${to} (priority ${s.peers[to]!.priority} > ${me[1]}${s.preemptDelayMs > 0 ? `; preempt delay ${s.preemptDelayMs} ms` : ""})`
           : `lost quorum: valid votes from ${v.from.join(", ") || "nobody"} (${v.count} of ${s.voters.length} voters, majority ${majority(s.voters)})`;
         return change(s, now, { role: "backup", term: s.term, owner: to ?? null, why });
       }
@@ -322,7 +322,7 @@ export function decide(s0: OwnershipState, now: number): { state: OwnershipState
   if (s.preempt && better(me, [holder[0], holder[1].priority]) && preferred) {
     const since = s.preferredSince ?? now;
     if (now - since >= s.preemptDelayMs) {
-      return change({ ...s, preferredSince: null }, now, { role: "owner", term: maxTerm + 1, owner: s.self, why: `preempt: priority ${me[1]} > ${holder[0]}'s ${holder[1].priority}` });
+      return change({ ...s, preferredSince: null }, now, { role: "owner", term: maxTerm + 1, owner: s.self, why: `preempt: priority ${me[1]} > ${holder[0]}'s ${holder[1].priority}${s.preemptDelayMs > 0 ? ` (preferred for ${Math.round(now - since)} ms, preempt delay ${s.preemptDelayMs} ms)` : ""}` });
     }
     return { state: { ...s, preferredSince: since }, decision: null };
   }
