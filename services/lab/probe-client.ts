@@ -47,3 +47,5 @@ const timer = setInterval(() => {
   one();
 }, intervalMs);
 process.on("SIGTERM", () => process.exit(0));
+// The reader went away (its test or benchmark ended early): nobody wants the rest, stop quietly.
+process.stdout.on("error", (e: NodeJS.ErrnoException) => process.exit(e.code === "EPIPE" ? 0 : 1));
