@@ -203,6 +203,13 @@ test("an abort from the scheduler ends a check at once, as a failure", async () 
   assert.equal((await check(target(), pre.signal)).ok, false);
 });
 
+test("http: a request path with a space or a control character is refused with a clear error", async () => {
+  for (const request of ["/a b", "/health\r\nX-Injected: 1"]) {
+    const o = await check(target({ request }));
+    assert.deepEqual([o.ok, o.error], [false, "request path or Host contains spaces or control characters"]);
+  }
+});
+
 test("https: self-signed certificate accepted unless tlsVerify; SNI from a hostname virtualhost", async () => {
   seen.length = 0;
   const base = { service: "https" as const };

@@ -111,6 +111,15 @@ export async function attempt(target: CheckTarget, kind: AttemptKind, signal: Ab
     const err = await connectOnce(p.host, p.port, p.timeoutMs, p.connectTimeoutMs);
     return out(err === null ? { ok: true } : { ok: false, detail: err });
   }
+  if (kind === "negotiate" && target.vs.check.service === "http") {
+    // Plain http runs by the thousand: the lean module keeps its own deadline and listens to the
+    // caller's signal itself (see http-lean.ts), so no AbortController, timer or race per check.
+    try {
+      return out(await httpCheck({ target, check: target.vs.check, ...p, signal }));
+    } catch (e) {
+      return out({ ok: false, detail: e instanceof CheckFailure ? e.message : `check threw: ${e instanceof Error ? e.message : String(e)}` });
+    }
+  }
   // The attempt's own deadline, chained to the caller's signal (prober stop, scheduler deadline).
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error(`timeout after ${p.timeoutMs / 1000}s`)), p.timeoutMs);

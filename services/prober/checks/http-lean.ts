@@ -2,7 +2,7 @@
 // no ClientRequest/IncomingMessage/agent machinery. Node's http client costs about 230 µs per
 // check, this about half of that, which is what lets one prober core keep 10,000 reals on
 // schedule. Same rules as http.ts: accepted status, receive on the first 64 KiB of the body,
-// redirects not followed, every wait bounded by the check's signal.
+// redirects not followed, every wait bounded by the check's own deadline and by the caller's signal.
 import { connect as tcpConnect, type Socket } from "node:net";
 import { where } from "./session.ts";
 import { fail, pass, reasonText, receiveMatcher, type ProbeContext, type ProtoResult } from "./types.ts";
@@ -61,20 +61,30 @@ export function dechunk(raw: Buffer, max: number): { body: Buffer; done: boolean
   return { body: Buffer.concat(parts, size), done: size >= max };
 }
 
+/**
+ * The check's own timer at ctx.timeoutMs is its deadline, and ctx.signal (the caller's: a prober
+ * stop, the scheduler's deadline) ends it at once: the dispatcher then needs no AbortController,
+ * timer and race of its own per check (about a tenth of an HTTP check's CPU).
+ */
 export function httpLeanCheck(ctx: ProbeContext, path: string, hostHeader: string): Promise<ProtoResult> {
   const c = ctx.check;
   const head = c.httpMethod === "HEAD";
-  const at = `http ${where(ctx.host, ctx.port)}`;
+  // Only failures name the real: no string built per passing check.
+  const at = () => `http ${where(ctx.host, ctx.port)}`;
   return new Promise<ProtoResult>((resolve) => {
     let sock: Socket | null = null;
     let settled = false;
     let status: number | null = null;
     let buf: Buffer = Buffer.alloc(0);
     let parsed: Parsed | null = null;
+    // Declared before finish() can run (an early failure clears them while still unset).
+    let connectTimer: ReturnType<typeof setTimeout> | undefined;
+    let deadline: ReturnType<typeof setTimeout> | undefined;
     const finish = (r: ProtoResult) => {
       if (settled) return;
       settled = true;
       clearTimeout(connectTimer);
+      clearTimeout(deadline);
       ctx.signal.removeEventListener("abort", onAbort);
       // After a judged response, RST: no FIN exchange and no TIME_WAIT per check on the prober.
       if (parsed && sock && !sock.destroyed) sock.resetAndDestroy();
@@ -84,9 +94,11 @@ export function httpLeanCheck(ctx: ProbeContext, path: string, hostHeader: strin
     const onAbort = () => finish(fail(reasonText(ctx.signal), { httpStatus: status }));
     if (ctx.signal.aborted) return onAbort();
     if (/[\s\u0000-\u001f\u007f]/.test(path) || /[\r\n]/.test(hostHeader)) return finish(fail("request path or Host contains spaces or control characters"));
+    // The same text as the dispatcher's deadline ("timeout after 0.5s").
+    deadline = setTimeout(() => finish(fail(`timeout after ${ctx.timeoutMs / 1000}s`, { httpStatus: status })), ctx.timeoutMs);
     ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const connectTimer = ctx.connectTimeoutMs < ctx.timeoutMs
-      ? setTimeout(() => finish(fail(`${at}: connect timeout after ${ctx.connectTimeoutMs / 1000}s`)), ctx.connectTimeoutMs) : undefined;
+    connectTimer = ctx.connectTimeoutMs < ctx.timeoutMs
+      ? setTimeout(() => finish(fail(`${at()}: connect timeout after ${ctx.connectTimeoutMs / 1000}s`)), ctx.connectTimeoutMs) : undefined;
     const evaluate = (body: Buffer, truncated: boolean) => {
       if (!ctx.receive) return finish(pass({ httpStatus: status }));
       let matched: string | null;
@@ -121,7 +133,7 @@ export function httpLeanCheck(ctx: ProbeContext, path: string, hostHeader: strin
           return evaluate(buf, false);
         }
       } catch (e) {
-        finish(fail(`${at}: ${(e as Error).message}`, { httpStatus: status }));
+        finish(fail(`${at()}: ${(e as Error).message}`, { httpStatus: status }));
       }
     };
     const statusOk = (code: number) => {
@@ -135,10 +147,10 @@ export function httpLeanCheck(ctx: ProbeContext, path: string, hostHeader: strin
     });
     sock.on("data", onData);
     sock.once("end", () => {
-      if (!parsed) return finish(fail(`${at}: connection closed before a complete response`, { httpStatus: status }));
+      if (!parsed) return finish(fail(`${at()}: connection closed before a complete response`, { httpStatus: status }));
       onData(null);
     });
     // `on`, not `once`: a late second error on a destroyed socket must not become an uncaught one.
-    sock.on("error", (e: NodeJS.ErrnoException) => finish(fail(`${at}: ${e.code ?? e.message}`, { httpStatus: status })));
+    sock.on("error", (e: NodeJS.ErrnoException) => finish(fail(`${at()}: ${e.code ?? e.message}`, { httpStatus: status })));
   });
 }
