@@ -70,7 +70,17 @@ async function measure(): Promise<void> {
   const eld = monitorEventLoopDelay({ resolution: 10 });
   eld.enable();
   let rssMax = 0;
-  const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, process.memoryUsage().rss); }, 200);
+  // How stable the probe group was: a member whose heartbeats arrive late (a stalled event loop)
+  // is counted as gone and its reals are taken over, then handed back when it is heard again.
+  let groupChanges = 0, membersMin = Infinity, targetsMin = Infinity, targetsMax = 0, lastMembers = prober.members().join(",");
+  const rssTimer = setInterval(() => {
+    rssMax = Math.max(rssMax, process.memoryUsage().rss);
+    const m = prober.members(), n = Number(prober.health().targets);
+    if (m.join(",") !== lastMembers) { groupChanges++; lastMembers = m.join(","); }
+    membersMin = Math.min(membersMin, m.length);
+    targetsMin = Math.min(targetsMin, n);
+    targetsMax = Math.max(targetsMax, n);
+  }, 50);
   await new Promise((r) => setTimeout(r, Number(measureS) * 1000));
   const b = await snap();
   eld.disable();
@@ -82,6 +92,7 @@ async function measure(): Promise<void> {
   const h = prober.health();
   out({
     ev: "stats", mode, node, reals: reals.length, targets: h.targets, members: prober.members().length, seconds: Math.round(secs * 10) / 10,
+    groupChanges, membersMin, targetsMin, targetsMax,
     checksPerSec: Math.round((b.checks - a.checks) / secs), failsPerSec: Math.round((b.fails - a.fails) / secs),
     launched, late10ms: lateDelta(0.01), late100ms: lateDelta(0.1), within10ms: lateDelta(0.01) / launched, within100ms: lateDelta(0.1) / launched, skipped: b.skipped - a.skipped,
     lateBuckets: Object.fromEntries(b.late.map((x) => [x.le, lateDelta(x.le)])),

@@ -91,7 +91,7 @@ const realAt = (i: number) => ({ address: addrs[Math.floor(i / PER_ADDR)], port:
 const drop = (reals: { address: string; port: number }[]) =>
   inNs(NS_SRV, ["nft", "-f", "-"], `add element inet lvsb dead { ${reals.map((r) => `${r.address} . ${r.port}`).join(", ")} }\n`);
 
-interface Stats { node: string; targets: number; members: number; checksPerSec: number; failsPerSec: number; launched: number; late10ms: number; late100ms: number; within10ms: number; within100ms: number; skipped: number; cpuPct: number; rssMB: number; loopDelayP99ms: number; loopDelayMaxMs: number }
+interface Stats { node: string; targets: number; members: number; groupChanges: number; membersMin: number; targetsMin: number; targetsMax: number; checksPerSec: number; failsPerSec: number; launched: number; late10ms: number; late100ms: number; within10ms: number; within100ms: number; skipped: number; cpuPct: number; rssMB: number; loopDelayP99ms: number; loopDelayMaxMs: number }
 
 /** The probers' figures added up: on-schedule shares weighted by the checks each one launched. */
 function combine(each: Stats[]) {
@@ -185,12 +185,14 @@ for (const r of results) {
   console.log(`| ${r.mode} | ${s.checksPerSec} | ${target} (${(s.checksPerSec / target * 100).toFixed(1)} %) | ${pct(s.within10ms)} | ${pct(s.within100ms)} | ${s.skipped} | ${cpu} | ${s.rssMB} MiB | ${s.loopDelayP99ms} / ${s.loopDelayMaxMs} ms | ${r.machine.srvCpuPct} % | ${r.machine.busyPct} % |`);
 }
 if (PROBERS > 1) {
-  console.log("\n| mode | prober | reals assigned | members seen | checks/s | started ≤10 / ≤100 ms late | CPU | RSS | loop delay p99 / max |");
-  console.log("|---|---|---|---|---|---|---|---|---|");
+  // "reals assigned" at the window's end, with the range seen during it; "group changes": how
+  // often this prober's view of the live members changed while measuring (0 when stable).
+  console.log("\n| mode | prober | reals assigned (min–max while measuring) | members (min) | group changes | checks/s | started ≤10 / ≤100 ms late | CPU | RSS | loop delay p99 / max |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
-    for (const e of r.each) console.log(`| ${r.mode} | ${e.node} | ${e.targets} (${(e.targets / REALS * 100).toFixed(1)} %) | ${e.members} | ${e.checksPerSec} | ${pct(e.within10ms)} / ${pct(e.within100ms)} | ${e.cpuPct} % | ${e.rssMB} MiB | ${e.loopDelayP99ms} / ${e.loopDelayMaxMs} ms |`);
+    for (const e of r.each) console.log(`| ${r.mode} | ${e.node} | ${e.targets} (${(e.targets / REALS * 100).toFixed(1)} %; ${e.targetsMin}–${e.targetsMax}) | ${e.members} (${e.membersMin}) | ${e.groupChanges} | ${e.checksPerSec} | ${pct(e.within10ms)} / ${pct(e.within100ms)} | ${e.cpuPct} % | ${e.rssMB} MiB | ${e.loopDelayP99ms} / ${e.loopDelayMaxMs} ms |`);
     const assigned = r.each.reduce((a, e) => a + e.targets, 0);
-    if (assigned !== REALS) console.log(`| ${r.mode} | (sum) | ${assigned} — not ${REALS}: the group did not settle on one split | | | | | | |`);
+    if (assigned !== REALS) console.log(`| ${r.mode} | (sum) | ${assigned} — not ${REALS}: the members disagreed on the split at the end | | | | | | | |`);
   }
 }
 const bound = (INTERVAL + TIMEOUT) * 1000 + 100;
