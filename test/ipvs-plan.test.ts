@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../shared/config/load.ts";
-import { realId, type VirtualService } from "../shared/schemas/config.ts";
+import { IpvsSettings, realId, type Model, type VirtualService } from "../shared/schemas/config.ts";
 import type { PoolSpec } from "../shared/schemas/events.ts";
 import { desiredPool } from "../services/controller/pool-logic.ts";
 import { addDest, addService, editDest, renderRestore, renderSave } from "../services/executor/ipvs/argv.ts";
@@ -14,7 +14,11 @@ import { desiredTable, fallbackKeys, IpvsSpecError, normalizeNetmask } from "../
 import { mergeThresholds, parseSave, parseThresholds } from "../services/executor/ipvs/parse.ts";
 import { planIpvs, type IpvsPlan } from "../services/executor/ipvs/plan.ts";
 import { checkVersions, missingFeatures } from "../services/executor/ipvs/version.ts";
-import { parseDaemons, planSync } from "../services/executor/ipvs/sync.ts";
+import { parseDaemons, planStopAll, planSync } from "../services/executor/ipvs/sync.ts";
+import { drainCaveats, drainingKeys } from "../services/executor/ipvs/drain.ts";
+import { connectionCounts } from "../services/executor/ipvs/connections.ts";
+import { changedSettings, ipvsOptions } from "../services/executor/ipvs/options.ts";
+import { applyOverrides, type OperatorOverride } from "../services/commands/overrides.ts";
 import { SYSCTL_DEFAULTS, sysctlTargets } from "../services/executor/ipvs/sysctl.ts";
 import type { IpvsTable } from "../services/executor/ipvs/table.ts";
 
@@ -273,4 +277,104 @@ test("sysctl defaults: expire_nodest_conn=1, expire_quiescent_template=1, ip_for
   assert.deepEqual(SYSCTL_DEFAULTS, { expireNodestConn: true, expireQuiescentTemplate: true, conntrack: null, ipForward: true });
   assert.deepEqual(sysctlTargets(), [["/proc/sys/net/ipv4/vs/expire_nodest_conn", "1"], ["/proc/sys/net/ipv4/vs/expire_quiescent_template", "1"], ["/proc/sys/net/ipv4/ip_forward", "1"]]);
   assert.deepEqual(sysctlTargets({ conntrack: true, expireQuiescentTemplate: false }), [["/proc/sys/net/ipv4/vs/expire_nodest_conn", "1"], ["/proc/sys/net/ipv4/vs/expire_quiescent_template", "0"], ["/proc/sys/net/ipv4/vs/conntrack", "1"], ["/proc/sys/net/ipv4/ip_forward", "1"]]);
+});
+
+// ---- operator drain (PoolReal.draining), the IPVS way
+
+/** The controller's pool with an operator override on R1 of the seed's HTTP service. */
+const withOverride = (state: OperatorOverride["state"], vs: VirtualService = HTTP, up = [R1, R2]) =>
+  applyOverrides(pool(vs, up), { [`${R1}:80`]: { real: `${R1}:80`, state, weight: state === "draining" ? 0 : null, why: "test", commandId: "c1" } }, vs, (r) => up.some((a) => r.startsWith(a + ":")));
+
+test("operator drain: the real goes to weight 0 and stays while the decision lists it; deleted without a second quiesce once drained", () => {
+  const draining = withOverride("draining");
+  assert.deepEqual(draining.reals.map((r) => [r.address, r.weight, r.draining ?? false]), [[R1, 0, true], [R2, 1, false]]);
+  // Weight 0 in the kernel: IPVS keeps forwarding the real's connection entries, schedules no new ones.
+  const p = planIpvs(desiredTable([pool(HTTPS, [R1, R2]), draining]), kernelOf(allUp()), { draining: drainingKeys([draining]) });
+  assert.deepEqual(lines(p), ["quiesce-dest -e -t 10.0.2.50:80 -r 192.168.120.86:80 -m -w 0 -x 0 -y 0"]);
+  assert.deepEqual(p.reasons, ["real 192.168.120.86:80 of -t 10.0.2.50:80: weight 1, want 0 (operator drain: no new connections, established ones stay)"]);
+  // Re-sent decisions while it drains: nothing to do, the real is not deleted.
+  const kDraining = kernelOf([pool(HTTPS, [R1, R2]), draining]);
+  assert.deepEqual(planIpvs(desiredTable([pool(HTTPS, [R1, R2]), draining]), kDraining), { mode: "none", ops: [], reasons: [] });
+  // Drained (no connections left, or the timeout): the decision drops it, it is deleted at once.
+  const drained = withOverride("drained");
+  assert.deepEqual(drained.reals.map((r) => r.address), [R2]);
+  assert.deepEqual(lines(planIpvs(desiredTable([pool(HTTPS, [R1, R2]), drained]), kDraining)), ["delete-dest -d -t 10.0.2.50:80 -r 192.168.120.86:80"]);
+  // Cancelled (enable): back to its weight.
+  assert.deepEqual(lines(planIpvs(desiredTable(allUp()), kDraining)), ["edit-dest -e -t 10.0.2.50:80 -r 192.168.120.86:80 -m -w 1 -x 0 -y 0"]);
+});
+
+test("operator drain of the last real with a weight: the fallback comes in first, the draining real stays at weight 0", () => {
+  const only = withOverride("draining", HTTP, [R1]);
+  assert.deepEqual(only.fallback, { address: "127.0.0.1", port: 80, forwarding: "gate" });
+  const cur = kernelOf([pool(HTTPS, [R1, R2]), pool(HTTP, [R1])]);
+  const p = planIpvs(desiredTable([pool(HTTPS, [R1, R2]), only]), cur, { fallbacks: fallbackKeys(seed.virtualServices), draining: drainingKeys([only]) });
+  assert.deepEqual(lines(p), [
+    "add-dest -a -t 10.0.2.50:80 -r 127.0.0.1:80 -g -w 1",
+    "quiesce-dest -e -t 10.0.2.50:80 -r 192.168.120.86:80 -m -w 0 -x 0 -y 0",
+  ]);
+});
+
+test("draining keys follow the kernel's dest keys (gate reals carry the service's port); persistence caveat when expire_quiescent_template is not on", () => {
+  const gate: PoolSpec = { ...withOverride("draining"), reals: withOverride("draining").reals.map((r) => ({ ...r, forwarding: "gate" as const, port: 8080 })) };
+  assert.deepEqual([...drainingKeys([gate])], ["-t 10.0.2.50:80 192.168.120.86:80"]);
+  assert.deepEqual([...drainingKeys(allUp())], []);
+  const d = withOverride("draining");
+  assert.deepEqual(drainCaveats([d]), [], "lvsflow's default: templates of a weight-0 real expire");
+  assert.deepEqual(drainCaveats([d], { expireQuiescentTemplate: true }), []);
+  const off = drainCaveats([d, pool(HTTPS, [R1, R2])], { expireQuiescentTemplate: false });
+  assert.equal(off.length, 1);
+  assert.match(off[0], /^tcp:10\.0\.2\.50:80: draining 192\.168\.120\.86:80: net\.ipv4\.vs\.expire_quiescent_template is set to 0 .* still reach it until the template expires \(120 s/);
+  assert.match(drainCaveats([d], { expireQuiescentTemplate: null })[0], /is left alone/);
+  // Without persistence there is no template to follow.
+  assert.deepEqual(drainCaveats([withOverride("draining", { ...HTTP, persistence: null })], { expireQuiescentTemplate: false }), []);
+});
+
+// Printed by the real ipvsadm 1.31 (kernel 6.1, infra/ipvs-vm; LVSFLOW_PRINT_IPVS=1 in
+// kernel-ipvs.test.ts's drain case) while 198.51.100.12 drained at weight 0 with one open
+// connection and the other real had served 6 closed ones (TIME_WAIT).
+const DRAIN_THRESHOLDS = `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  192.0.2.50:80 wlc persistent 120 mask 255.255.255.0
+  -> 198.51.100.11:80             0          0          0          6         
+  -> 198.51.100.12:80             0          0          1          0         
+TCP  192.0.2.50:443 wlc persistent 120 mask 255.255.255.0
+  -> 198.51.100.11:443            0          0          0          0         
+  -> 198.51.100.12:443            0          0          0          0         
+`;
+
+test("connection counts from IPVS's table: ESTABLISHED for tcp, every entry for udp, a real the decision dropped still counted", () => {
+  const vm = (vs: VirtualService) => ({ ...vs, address: "192.0.2.50", id: vs.id.replace("10.0.2.50", "192.0.2.50"), reals: vs.reals.map((r) => ({ ...r, address: r.address === R1 ? "198.51.100.11" : "198.51.100.12" })) });
+  const [h, s] = [vm(HTTP), vm(HTTPS)];
+  const stats = parseThresholds(DRAIN_THRESHOLDS);
+  assert.deepEqual(stats.get("-t 192.0.2.50:80")?.get("198.51.100.11:80"), { upper: 0, lower: 0, active: 0, inactive: 6 });
+  assert.deepEqual([...connectionCounts([pool(h, ["198.51.100.11", "198.51.100.12"]), pool(s, [])], stats)], [["tcp:192.0.2.50:80|198.51.100.12:80", 1]]);
+  // The decision no longer lists .12 (drained, or removed from the configuration): its connections still count.
+  assert.deepEqual([...connectionCounts([pool(h, ["198.51.100.11"])], stats)], [["tcp:192.0.2.50:80|198.51.100.12:80", 1]]);
+  // UDP: IPVS keeps UDP entries as InActConn; each is a flow (as the conntrack counter counts UDP).
+  const udp = { ...pool(h, ["198.51.100.11", "198.51.100.12"]), vs: "udp:192.0.2.50:80", protocol: "udp" as const, persistence: null };
+  const udpStats = parseThresholds(DRAIN_THRESHOLDS.replace("TCP  192.0.2.50:80", "UDP  192.0.2.50:80"));
+  assert.deepEqual([...connectionCounts([udp], udpStats)], [["udp:192.0.2.50:80|198.51.100.11:80", 6], ["udp:192.0.2.50:80|198.51.100.12:80", 1]]);
+  // A listing without the counter columns is unknown, not zero.
+  assert.throws(() => connectionCounts([pool(h, [])], parseThresholds(DRAIN_THRESHOLDS.replace("1          0         \n", "\n"))), /no connection counters for 198\.51\.100\.12:80/);
+});
+
+test("live reload: the settings a new model changes are named; an unchanged model changes nothing; a removed sync daemon is stopped", () => {
+  const withIpvs = (over: object, vs = seed.virtualServices): Model => ({ ...seed, virtualServices: vs, groups: [], global: { ...seed.global, ipvs: IpvsSettings.parse(over) } });
+  const a = ipvsOptions(withIpvs({}));
+  assert.deepEqual(changedSettings(a, ipvsOptions(withIpvs({}))), []);
+  assert.deepEqual(changedSettings(a, ipvsOptions({ ...seed, groups: [] })), [], "no ipvs section = the defaults");
+  assert.deepEqual(changedSettings(a, ipvsOptions(withIpvs({ expireQuiescentTemplate: false, conntrack: true }))), ["sysctls"]);
+  assert.deepEqual(changedSettings(a, ipvsOptions(withIpvs({ syncDaemon: { interface: "eth1", syncId: 3 } }))), ["sync daemon"]);
+  const flags = seed.virtualServices.map((v) => (v.port === 80 ? { ...v, schedFlags: "flag-1" } : v));
+  assert.deepEqual(changedSettings(a, ipvsOptions(withIpvs({}, flags))), ["scheduler flags / one-packet"]);
+  const noFallback = seed.virtualServices.map((v) => ({ ...v, fallback: null }));
+  assert.deepEqual(changedSettings(a, ipvsOptions(withIpvs({}, noFallback))), ["fallbacks"]);
+  assert.deepEqual(changedSettings(a, {}), [], "settings left out are kept");
+  // The sync daemon's group is the first floating group when not named.
+  const g = ipvsOptions({ ...withIpvs({ syncDaemon: { interface: "eth1" } }), groups: [{ name: "web" } as Model["groups"][number]] });
+  assert.equal(g.syncDaemon?.group, "web");
+  const running = parseDaemons("master sync daemon (mcast=d0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\nbackup sync daemon (mcast=d0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n");
+  assert.deepEqual(planStopAll(running), [["ipvsadm", "--stop-daemon", "master"], ["ipvsadm", "--stop-daemon", "backup"]]);
+  assert.deepEqual(planStopAll([]), []);
 });

@@ -138,14 +138,25 @@ export function desiredTable(pools: readonly PoolInput[]): IpvsTable {
   return { services };
 }
 
+type PoolAddressing = { protocol: string; family: string; address: string | null; port: number; fwmark: number | null };
+
+/** The kernel's key of a pool's virtual service (as serviceKey() prints a parsed one). */
+export function poolServiceKey(p: PoolAddressing): string {
+  return serviceKey({ protocol: p.protocol as IpvsService["protocol"], family: p.family as IpvsFamily, address: p.address ? canonicalAddress(p.address) : null, port: p.port, fwmark: p.fwmark });
+}
+
+/** The kernel's key of a real (or fallback) of a pool: gate/ipip ones carry the service's port. */
+export function poolDestKey(p: PoolAddressing, r: { address: string; port: number; forwarding: string }): string {
+  const port = r.forwarding !== "masq" && p.protocol !== "fwm" ? p.port : r.port;
+  return destKey({ address: canonicalAddress(r.address), port });
+}
+
 /** "<service key> <dest key>" of each pool's configured fallback: deleted at once, never quiesced. */
-export function fallbackKeys(pools: readonly { protocol: string; family: string; address: string | null; port: number; fwmark: number | null; fallback: { address: string; port: number; forwarding: string } | null }[]): Set<string> {
+export function fallbackKeys(pools: readonly (PoolAddressing & { fallback: { address: string; port: number; forwarding: string } | null })[]): Set<string> {
   const out = new Set<string>();
   for (const p of pools) {
     if (!p.fallback || isIP(p.fallback.address) === 0) continue;
-    const svc = { protocol: p.protocol as IpvsService["protocol"], family: p.family as IpvsFamily, address: p.address ? canonicalAddress(p.address) : null, port: p.port, fwmark: p.fwmark };
-    const port = p.fallback.forwarding !== "masq" && p.protocol !== "fwm" ? p.port : p.fallback.port;
-    out.add(`${serviceKey(svc)} ${destKey({ address: canonicalAddress(p.fallback.address), port })}`);
+    out.add(`${poolServiceKey(p)} ${poolDestKey(p, p.fallback)}`);
   }
   return out;
 }

@@ -93,10 +93,13 @@ export function parseSave(text: string): IpvsTable {
   return { services };
 }
 
-/** `ipvsadm -Ln --thresholds` → "<service key>" → "<dest key>" → thresholds. */
-export function parseThresholds(text: string): Map<string, Map<string, { upper: number; lower: number }>> {
-  const out = new Map<string, Map<string, { upper: number; lower: number }>>();
-  let cur: Map<string, { upper: number; lower: number }> | null = null;
+/** Per destination of `ipvsadm -Ln --thresholds`: thresholds and the connection counters (null if not printed). */
+export interface DestStats { upper: number; lower: number; active: number | null; inactive: number | null }
+
+/** `ipvsadm -Ln --thresholds` → "<service key>" → "<dest key>" → thresholds and connection counts. */
+export function parseThresholds(text: string): Map<string, Map<string, DestStats>> {
+  const out = new Map<string, Map<string, DestStats>>();
+  let cur: Map<string, DestStats> | null = null;
   text.split("\n").forEach((line, idx) => {
     if (!line.trim() || /^(IP Virtual Server|Prot |\s+-> RemoteAddress)/.test(line)) return;
     const bad = (why: string) => new IpvsParseError(idx + 1, line, why);
@@ -113,11 +116,12 @@ export function parseThresholds(text: string): Map<string, Map<string, { upper: 
       out.set(key, cur);
       return;
     }
-    const d = /^\s+->\s+(\S+)\s+(\d+)\s+(\d+)\s/.exec(line + " ");
+    // Uthreshold Lthreshold ActiveConn InActConn
+    const d = /^\s+->\s+(\S+)\s+(\d+)\s+(\d+)(?:\s+(\d+)\s+(\d+))?\s/.exec(line + " ");
     if (d && cur) {
       const hp = splitHostPort(d[1]);
       if (!hp) throw bad("bad destination address");
-      cur.set(destKey(hp), { upper: Number(d[2]), lower: Number(d[3]) });
+      cur.set(destKey(hp), { upper: Number(d[2]), lower: Number(d[3]), active: d[4] === undefined ? null : Number(d[4]), inactive: d[5] === undefined ? null : Number(d[5]) });
       return;
     }
     throw bad("unexpected line");

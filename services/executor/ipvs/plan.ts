@@ -1,7 +1,8 @@
 // PURE: the ipvsadm operations that turn the current kernel table into the desired one, in a
 // safe order — nothing is cleared and refilled while it carries traffic:
 //   1. add / edit virtual services      2. add destinations, raise or change them
-//   3. quiesce (weight 0): desired quiescent reals, and reals about to be deleted (draining)
+//   3. quiesce (weight 0): desired quiescent reals, reals an operator drains (kept until the
+//      decision drops them), and reals about to be deleted
 //   4. delete destinations (a fallback goes at once: never quiesced, as ldirectord does)
 //   5. delete virtual services
 // So a real that comes up is in before the fallback leaves, and the fallback is in before the
@@ -30,6 +31,8 @@ export interface PlanOptions {
   fallbacks?: ReadonlySet<string>;
   /** Allow a full load with ipvsadm-restore when the table is empty or foreign (default true). */
   restore?: boolean;
+  /** "<service key> <dest key>" of reals an operator drains (drain.ts): named as such in the reasons. */
+  draining?: ReadonlySet<string>;
 }
 
 const persistText = (p: IpvsService["persistence"]) => (p ? `persistent ${p.timeout}s mask ${p.netmask}` : "not persistent");
@@ -84,7 +87,8 @@ export function planIpvs(desired: IpvsTable, current: IpvsTable, opts: PlanOptio
       if (!h) { reasons.push(`real ${dk} of ${k} missing`); phases[1].push({ kind: "add-dest", service: k, dest: dk, argv: addDest(s, d) }); continue; }
       const dd = destDiff(d, h);
       if (!dd.length) continue;
-      reasons.push(`real ${dk} of ${k}: ${dd.join(", ")}`);
+      const drain = opts.draining?.has(`${k} ${dk}`) ? " (operator drain: no new connections, established ones stay)" : "";
+      reasons.push(`real ${dk} of ${k}: ${dd.join(", ")}${drain}`);
       const quiesce = d.weight === 0 && h.weight > 0;
       phases[quiesce ? 2 : 1].push({ kind: quiesce ? "quiesce-dest" : "edit-dest", service: k, dest: dk, argv: editDest(s, d) });
     }

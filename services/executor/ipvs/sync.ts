@@ -50,3 +50,8 @@ export function planSync(current: SyncDaemonState[], want: SyncRole, c: SyncDaem
   if (!mine || !matches(mine, c)) ops.push(startArgv(want, c));
   return ops;
 }
+
+/** The calls that stop every running daemon (the sync daemon was taken out of the configuration). */
+export function planStopAll(current: SyncDaemonState[]): string[][] {
+  return [...new Set(current.map((s) => s.role))].map((role) => ["ipvsadm", "--stop-daemon", role]);
+}
