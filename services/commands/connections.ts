@@ -5,6 +5,8 @@
 // We count ESTABLISHED TCP entries (ipvsadm's ActiveConn) and every UDP entry, from
 // `conntrack -L -p tcp|udp` (Debian's conntrack package; argv only, never a shell). nft counters
 // were the alternative, but they count packets since creation, not connections that are open now.
+// A driver that counts itself (IPVS: `ipvsadm -Ln`, since IPVS flows are not in conntrack) passes
+// `counter` and is used instead.
 import client from "prom-client";
 import type { Logger } from "pino";
 import type { Bus } from "../../shared/bus.ts";
@@ -62,6 +64,8 @@ export interface ReporterOptions {
   pools: () => PoolSpec[];
   intervalMs?: number;
   run?: (argv: string[]) => Promise<CmdResult>;
+  /** The data plane's own counter instead of conntrack (IPVS: its table; conntrack does not see its flows). Throws when unknown. */
+  counter?: { source: string; count(pools: PoolSpec[]): Promise<Map<string, number>> };
 }
 
 /** Counts every interval and publishes executor.connections (only reals with connections are listed). */
@@ -75,6 +79,16 @@ export function startConnectionReports(o: ReporterOptions): ConnectionReporter {
     if (stopped) return;
     const pools = o.pools();
     const t0 = performance.now();
+    if (o.counter) {
+      try {
+        publish(await o.counter.count(pools), o.counter.source, t0);
+      } catch (e) {
+        // Unknown, not zero: publish nothing (a drain then waits).
+        o.log.warn({ err: (e as Error).message }, "cannot count connections");
+        if (!stopped) timer = setTimeout(() => void tick(), interval * 5);
+      }
+      return;
+    }
     const protos = [...new Set(pools.map((p) => p.protocol).filter((p) => p === "tcp" || p === "udp"))];
     const flows: Flow[] = [];
     let failed: string | null = null;
@@ -86,12 +100,15 @@ export function startConnectionReports(o: ReporterOptions): ConnectionReporter {
     }
     // Counts we could not read are unknown, not zero: publish nothing (a drain then waits).
     if (failed) { o.log.warn({ err: failed }, "cannot count connections"); if (!stopped) timer = setTimeout(() => void tick(), interval * 5); return; }
-    last = countByReal(flows, pools);
+    publish(countByReal(flows, pools), "conntrack", t0);
+  };
+  const publish = (counted: Map<string, number>, source: string, t0: number) => {
+    last = counted;
     activeGauge.set([...last.values()].reduce((a, b) => a + b, 0));
     const counts = [...last].map(([k, active]) => { const i = k.lastIndexOf("|"); return { vs: k.slice(0, i), real: k.slice(i + 1), active }; });
     o.bus.publish(subjects.report(o.site, o.node, "connections"),
-      makeEvent("executor.connections", { node: o.node, source: "conntrack", counts }, { source: { service: "executor", node: o.node }, configVersion: o.configVersion ?? null }));
-    // A huge conntrack table makes listing it slow: never spend more than a quarter of the time on it.
+      makeEvent("executor.connections", { node: o.node, source, counts }, { source: { service: "executor", node: o.node }, configVersion: o.configVersion ?? null }));
+    // A huge table makes listing it slow: never spend more than a quarter of the time on it.
     const took = performance.now() - t0;
     if (!stopped) timer = setTimeout(() => void tick(), Math.max(interval, 4 * took));
   };

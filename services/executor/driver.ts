@@ -7,6 +7,7 @@ import type { PoolSpec } from "../../shared/schemas/events.ts";
 import { NftablesDriver } from "./nft/driver.ts";
 import { IpvsDriver } from "./ipvs/driver.ts";
 import { localHost, type IpvsHost } from "./ipvs/host.ts";
+import { ipvsOptions } from "./ipvs/options.ts";
 
 export type DriverKind = "nftables" | "ipvs";
 
@@ -28,26 +29,28 @@ export interface Driver {
   ensureSysctls(opts: { routeLocalnet: boolean }): Promise<string[]>;
   /** Ownership of a floating group changed on this node (IPVS: sync daemon master/backup). */
   onOwnership?(group: string, role: "owner" | "backup"): Promise<string[]>;
+  /**
+   * Live reload: takes the driver's own settings from the new model (IPVS: fallbacks, scheduler
+   * flags, sysctls, sync daemon), in force from the next apply. Returns the names of those that
+   * changed (nftables: none, its only setting, the hash seed, is read at start).
+   */
+  reload(model: Model): string[];
+  /**
+   * Active connections per "vs|real" as the data plane counts them (IPVS: its own table, which
+   * conntrack does not see). Absent: the executor counts from conntrack. Throws when unknown.
+   */
+  countConnections?(pools: PoolSpec[]): Promise<Map<string, number>>;
 }
 
 /** The nftables driver as a Driver (its behaviour is unchanged). */
 export function nftablesDriver(opts: { log?: Logger; netns?: string; render?: import("./nft/render.ts").RenderOptions } = {}): Driver {
   const nft = new NftablesDriver(opts);
-  return { kind: "nftables", apply: (d) => nft.apply(d), ensureSysctls: (o) => nft.ensureSysctls(o) };
+  return { kind: "nftables", apply: (d) => nft.apply(d), ensureSysctls: (o) => nft.ensureSysctls(o), reload: () => [] };
 }
 
 /** The IPVS driver configured from the model: fallbacks, scheduler flags, sysctls, sync daemon. */
 export function ipvsDriverFor(model: Model, opts: { log?: Logger; host?: IpvsHost } = {}): IpvsDriver {
-  const s = model.global.ipvs;
-  const sync = s?.syncDaemon ?? null;
-  return new IpvsDriver({
-    host: opts.host,
-    log: opts.log,
-    fallbacks: model.virtualServices,
-    extras: new Map(model.virtualServices.map((v) => [v.id, { schedFlags: v.schedFlags, onePacket: v.onePacket }])),
-    sysctls: s ? { expireNodestConn: s.expireNodestConn, expireQuiescentTemplate: s.expireQuiescentTemplate, conntrack: s.conntrack, ipForward: s.ipForward } : {},
-    syncDaemon: sync ? { ...sync, group: sync.group ?? model.groups[0]?.name ?? null } : null,
-  });
+  return new IpvsDriver({ host: opts.host, log: opts.log, ...ipvsOptions(model) });
 }
 
 /** Where the kernel has IPVS loaded (the file exists in every namespace once ip_vs is loaded). */

@@ -10,6 +10,7 @@ import type { FloatingAddress } from "../../shared/schemas/config.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { chooseDriver } from "./driver.ts";
+import type { IpvsHost } from "./ipvs/host.ts";
 import { readAddresses, ensureAddresses, sendGarp, garpSchedule } from "./addresses.ts";
 import { loadState, saveState } from "./state.ts";
 import { checkPoolDecision, checkOwnerDecision } from "./guard.ts";
@@ -28,13 +29,18 @@ interface GroupEntry {
   leaseUntil?: number | null;
 }
 
-export async function startExecutor(ctx: ServiceContext): Promise<RunningService> {
+export interface ExecutorOptions {
+  /** Where the IPVS driver runs ipvsadm (default: this machine); the kernel test passes its VM. */
+  ipvsHost?: IpvsHost;
+}
+
+export async function startExecutor(ctx: ServiceContext, opts: ExecutorOptions = {}): Promise<RunningService> {
   const { site, node, bus, log } = ctx;
   let model = ctx.model; // replaced by updateModel (live reload)
   const source = { service: "executor" as const, node };
   const statePath = join(ctx.stateDir, `executor-${node}.json`);
   const state = loadState(statePath);
-  const driver = await chooseDriver(model.global.driver, { model, log });
+  const driver = await chooseDriver(model.global.driver, { model, log, host: opts.ipvsHost });
   let priority = model.nodes.find((n) => n.name === node)?.priority ?? 0;
   const startedAt = new Date().toISOString();
   const pools = new Map<string, PoolEntry>();
@@ -277,8 +283,9 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     bus.publish(subjects.heartbeat(site, node), makeEvent("node.heartbeat", { node, priority, seq: seq++, startedAt, appliedGeneration: state.appliedGeneration, owned, ownerGenerations, faults: faults(), driver: driver.kind }, { source, configVersion: ctx.configVersion }));
   };
   const hb = setInterval(beat, model.timers.heartbeatMs);
-  // Active connections per real (conntrack), for operator drains and status.
-  const conns = startConnectionReports({ site, node, bus, log, configVersion: ctx.configVersion, pools: () => [...pools.values()].map((p) => p.spec) });
+  // Active connections per real (conntrack; IPVS: its own table), for operator drains and status.
+  const count = driver.countConnections?.bind(driver);
+  const conns = startConnectionReports({ site, node, bus, log, configVersion: ctx.configVersion, pools: () => [...pools.values()].map((p) => p.spec), counter: count && { source: driver.kind, count } });
 
   bus.subscribe(subjects.decisionsFor(site, node), ["decision.pool", "decision.owner"], (ev, subject) => (ev.type === "decision.pool" ? onPool(ev, subject) : onOwner(ev, subject)));
   bus.subscribe(subjects.leasesFor(site, node), ["owner.lease"], onLease);
@@ -333,6 +340,10 @@ export async function startExecutor(ctx: ServiceContext): Promise<RunningService
     quorum = new Set([...next.nodes.map((n) => n.name), ...(next.global.witnesses ?? [])]).size >= 3;
     if (prev.global.driver !== next.global.driver) log.warn({ from: prev.global.driver, to: next.global.driver }, "a driver change takes effect at the next executor start");
     if (prev.timers.heartbeatMs !== next.timers.heartbeatMs) log.warn("a heartbeat period change takes effect at the next executor start");
+    // The driver's own settings (IPVS: fallbacks, scheduler flags, sysctls, sync daemon): in force
+    // from the reconcile started here.
+    const driverChanges = driver.reload(next);
+    if (driverChanges.length) { log.info({ changed: driverChanges }, "data-plane settings reloaded: applying them now"); void applyPools(); }
     const keep = new Set(next.virtualServices.map((v) => v.id));
     // Decisions that waited for this configuration are taken now.
     for (const vs of [...parked.keys()]) unpark(vs);

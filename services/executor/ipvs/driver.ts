@@ -3,14 +3,18 @@
 // operation; a failing operation is reported with its stderr and the rest of the plan still runs
 // → read back and verify. A kernel that already matches costs two reads and no change.
 import type { Logger } from "pino";
+import type { Model } from "../../../shared/schemas/config.ts";
 import type { PoolSpec } from "../../../shared/schemas/events.ts";
 import { renderSave } from "./argv.ts";
+import { connectionCounts } from "./connections.ts";
 import { desiredTable, fallbackKeys, IpvsSpecError, type PoolInput } from "./desired.ts";
+import { drainCaveats, drainingKeys } from "./drain.ts";
 import { localHost, type IpvsHost } from "./host.ts";
+import { changedSettings, ipvsOptions, type IpvsSettingsOptions } from "./options.ts";
 import { mergeThresholds, parseSave, parseThresholds } from "./parse.ts";
 import { planIpvs, type IpvsOp } from "./plan.ts";
-import { parseDaemons, planSync, type SyncDaemonConfig, type SyncDaemonState, type SyncRole } from "./sync.ts";
-import { sysctlName, sysctlTargets, type IpvsSysctls } from "./sysctl.ts";
+import { parseDaemons, planStopAll, planSync, type SyncDaemonState, type SyncRole } from "./sync.ts";
+import { sysctlName, sysctlTargets } from "./sysctl.ts";
 import { checkVersions, missingFeatures, type IpvsVersions } from "./version.ts";
 import { destKey, serviceKey, type IpvsTable } from "./table.ts";
 
@@ -30,16 +34,9 @@ export interface IpvsApplyResult {
   saved: string | null;
 }
 
-export interface IpvsDriverOptions {
+export interface IpvsDriverOptions extends IpvsSettingsOptions {
   host?: IpvsHost;
   log?: Logger;
-  /** Configured fallbacks (any form fallbackKeys() accepts): deleted at once, never quiesced. */
-  fallbacks?: Parameters<typeof fallbackKeys>[0];
-  /** Scheduler flags and one-packet scheduling per virtual service id, when decisions lack them. */
-  extras?: ReadonlyMap<string, { schedFlags: string | null; onePacket: boolean }>;
-  sysctls?: Partial<IpvsSysctls>;
-  /** The sync daemon and the floating group whose owner runs it as master. */
-  syncDaemon?: (SyncDaemonConfig & { group: string | null }) | null;
 }
 
 const cmdline = (argv: string[]) => argv.join(" ");
@@ -57,6 +54,12 @@ export class IpvsDriver {
   private versions: IpvsVersions | null = null;
   private help = "";
   private lastGood: string | null = null;
+  /** Last role reported per floating group (onOwnership), so a reloaded sync daemon can follow it. */
+  private readonly roles = new Map<string, "owner" | "backup">();
+  private lastRole: "owner" | "backup" | null = null;
+  /** The sync daemon's settings changed (reload): bring the running daemon in line at the next apply. */
+  private syncPending = false;
+  private lastCaveats = "";
 
   constructor(opts: IpvsDriverOptions = {}) {
     this.opts = opts;
@@ -112,10 +115,23 @@ export class IpvsDriver {
     });
   }
 
-  /** New configuration (live reload): fallbacks, scheduler flags, sysctls, sync daemon. */
-  reconfigure(o: Pick<IpvsDriverOptions, "fallbacks" | "extras" | "sysctls" | "syncDaemon">): void {
+  /**
+   * New settings (live reload): fallbacks, scheduler flags, sysctls, sync daemon. They are used
+   * from the next apply on (the reconcile the executor runs after a reload): the sysctls by the
+   * next ensureSysctls, a changed sync daemon restarted (or stopped) for this node's current role.
+   * Returns the names of the settings that changed.
+   */
+  reconfigure(o: IpvsSettingsOptions): string[] {
+    const changed = changedSettings(this.opts, o);
+    if (changed.includes("sync daemon")) this.syncPending = true;
     Object.assign(this.opts, o);
     for (const k of fallbackKeys(o.fallbacks ?? [])) this.fallbacks.add(k);
+    return changed;
+  }
+
+  /** reconfigure() from a whole model (the executor's live reload). */
+  reload(model: Model): string[] {
+    return this.reconfigure(ipvsOptions(model));
   }
 
   summarize(t: IpvsTable, pools: readonly PoolSpec[] = []): string {
@@ -144,6 +160,7 @@ export class IpvsDriver {
     let current: IpvsTable;
     try {
       await this.check();
+      if (this.syncPending) await this.followSync(ops);
       desired = desiredTable(this.withExtras(pools)); // bad input stops here: no command built
       const missing = missingFeatures(desired, this.help);
       if (missing.length) return done({ ok: false, error: `this ipvsadm cannot express the configuration: ${missing.join("; ")}` });
@@ -155,7 +172,12 @@ export class IpvsDriver {
     // is always deleted directly, never drained.
     for (const k of fallbackKeys(pools)) this.fallbacks.add(k);
     const fallbacks = this.fallbacks;
-    const plan = planIpvs(desired, current, { fallbacks });
+    const caveats = drainCaveats(pools, this.opts.sysctls);
+    if (caveats.join("\n") !== this.lastCaveats) {
+      this.lastCaveats = caveats.join("\n");
+      if (caveats.length) this.log?.warn({ caveats }, "operator drain: persistent clients are not kept away from the draining real");
+    }
+    const plan = planIpvs(desired, current, { fallbacks, draining: drainingKeys(pools) });
     const key = renderSave(desired) + JSON.stringify(desired.services.map((s) => s.dests.map((d) => [d.upper, d.lower])));
     if (plan.ops.length && this.lastGood === key) {
       drift = plan.reasons;
@@ -217,6 +239,42 @@ export class IpvsDriver {
     return done;
   }
 
+  /**
+   * After a reload changed the sync daemon: stop it if it left the configuration, else run the
+   * role this node has for the configured group (none known yet: the next ownership decision
+   * starts it). Successful calls go into `ops`; a failure is logged and reported there, and does
+   * not fail the apply of the virtual services (it is retried at the next reload or ownership change).
+   */
+  private async followSync(ops: string[]): Promise<void> {
+    this.syncPending = false;
+    const cfg = this.opts.syncDaemon;
+    try {
+      if (!cfg) {
+        for (const argv of planStopAll(await this.syncDaemons())) {
+          const r = await this.host.run(argv);
+          if (r.code !== 0) throw new Error(`${cmdline(argv)} failed (${r.code}): ${r.stderr.trim()}`);
+          ops.push(cmdline(argv));
+        }
+        return;
+      }
+      const role = cfg.group === null ? this.lastRole : this.roles.get(cfg.group);
+      if (role) ops.push(...await this.setSyncRole(role === "owner" ? "master" : "backup"));
+    } catch (e) {
+      ops.push(`sync daemon not switched: ${(e as Error).message}`);
+      this.log?.error({ err: (e as Error).message }, "IPVS sync daemon: the reloaded settings could not be applied");
+    }
+  }
+
+  /**
+   * Active connections per "vs|real" from IPVS's own counters (connections.ts): what an operator
+   * drain waits for. Throws when ipvsadm fails (the counts are then unknown, not zero).
+   */
+  async countConnections(pools: readonly PoolSpec[]): Promise<Map<string, number>> {
+    const r = await this.host.run(["ipvsadm", "-Ln", "--thresholds"]);
+    if (r.code !== 0) throw new Error(`ipvsadm -Ln --thresholds failed (${r.code}): ${r.stderr.trim()}`);
+    return connectionCounts(pools, parseThresholds(r.stdout));
+  }
+
   async syncDaemons(): Promise<SyncDaemonState[]> {
     const r = await this.host.run(["ipvsadm", "-L", "--daemon"]);
     if (r.code !== 0) throw new Error(`ipvsadm -L --daemon failed (${r.code}): ${r.stderr.trim()}`);
@@ -228,6 +286,8 @@ export class IpvsDriver {
    * backup otherwise. Returns the ipvsadm calls made; throws with the failing call's stderr.
    */
   async onOwnership(group: string, role: "owner" | "backup"): Promise<string[]> {
+    this.roles.set(group, role);
+    this.lastRole = role;
     const cfg = this.opts.syncDaemon;
     if (!cfg || (cfg.group !== null && cfg.group !== group)) return [];
     return this.setSyncRole(role === "owner" ? "master" : "backup");
