@@ -9,17 +9,26 @@
 //            bridge brs [tap1, veth] ─────────────────────────── guest eth1 198.51.100.254/24
 //   netns R: 198.51.100.11/24 and .12/24 (real servers, HTTP on :80 and :443), default via .254
 //   guest:   busybox httpd on :80/:443 answers "fallback" (the seed's fallback 127.0.0.1, gate)
+// The last case runs the real executor (services/executor/main.ts) in this process with its IPVS
+// driver pointed at the VM, on a real nats-server: decisions in, kernel changes and reports out.
 // Teardown kills exactly the PIDs started here (qemu included) and deletes exactly these namespaces.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { loadConfigSources } from "../shared/config/load.ts";
 import { FloatingGroup, IpvsSettings, realId, type Model, type VirtualService } from "../shared/schemas/config.ts";
-import type { PoolSpec } from "../shared/schemas/events.ts";
+import { makeEvent, type EventOf, type PoolSpec } from "../shared/schemas/events.ts";
+import { Bus } from "../shared/bus.ts";
+import { subjects } from "../shared/subjects.ts";
+import type { RunningService } from "../shared/service.ts";
+import { startExecutor } from "../services/executor/main.ts";
+import { startServers } from "./harness.ts";
 import { desiredPool } from "../services/controller/pool-logic.ts";
 import { runCmd } from "../services/executor/run.ts";
 import { chooseDriver, ipvsDriverFor } from "../services/executor/driver.ts";
@@ -27,6 +36,7 @@ import { IpvsDriver } from "../services/executor/ipvs/driver.ts";
 import { hostFromRunner, type IpvsHost } from "../services/executor/ipvs/host.ts";
 import { renderSave } from "../services/executor/ipvs/argv.ts";
 import { desiredTable } from "../services/executor/ipvs/desired.ts";
+import { applyOverrides } from "../services/commands/overrides.ts";
 import { ensureVmImage, IpvsVm } from "../infra/ipvs-vm/vm.ts";
 
 const isRoot = process.getuid?.() === 0;
@@ -70,9 +80,10 @@ async function guest(argv: string[]): Promise<string> {
 const vmHost = (netns?: string): IpvsHost => hostFromRunner(netns ? `vm netns ${netns}` : "vm", (argv, o) => vm!.exec(netns ? ["ip", "netns", "exec", netns, ...argv] : argv, o));
 const save = () => guest(["ipvsadm-save", "-n"]);
 
+// Keep-alive connections stay open for a minute (the drain tests hold one across several applies).
 const SERVER = `
 const http = require('http'); const [name, host] = process.argv.slice(1); let n = 0;
-for (const port of [80, 443]) http.createServer((q, s) => s.end(name + ' ' + q.socket.remoteAddress + '\\n'))
+for (const port of [80, 443]) Object.assign(http.createServer((q, s) => s.end(name + ' ' + q.socket.remoteAddress + '\\n')), { keepAliveTimeout: 60000 })
   .listen(port, host, () => { if (++n === 2) console.log('ready'); });`;
 // Sequential GETs, one TCP connection each; sources rotate. Bounded: count ≤ 40, 3 s per request.
 const CLIENT = `
@@ -93,6 +104,50 @@ async function hits(port: number, count: number, srcs = [CLIENTS[0]]): Promise<H
   return JSON.parse(r.stdout) as Hit[];
 }
 const who = (hs: Hit[]) => [...new Set(hs.map((h) => h.who))].sort();
+
+// One long-lived keep-alive connection: a GET on it per "get" line, "close" ends it. Bounded: 120 s.
+const HOLD = `
+const http = require('http'); const [url, la] = process.argv.slice(1);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const get = () => new Promise((res) => {
+  const q = http.get(url, { agent, localAddress: la, timeout: 3000 }, (r) => {
+    let b = ''; r.on('data', (d) => (b += d)); r.on('end', () => res({ who: b.trim().split(' ')[0], port: q.socket.localPort, reused: q.reusedSocket }));
+  });
+  q.on('timeout', () => q.destroy(new Error('timeout')));
+  q.on('error', (e) => res({ who: 'ERR:' + (e.code || e.message) }));
+});
+require('readline').createInterface({ input: process.stdin }).on('line', async (l) => {
+  if (l === 'get') console.log(JSON.stringify(await get()));
+  if (l === 'close') { agent.destroy(); console.log(JSON.stringify({ who: 'closed' })); }
+});
+setTimeout(() => process.exit(2), 120000);`;
+interface HeldHit { who: string; port?: number; reused?: boolean }
+/** A held connection from `src` to the VIP's port 80. */
+function holdConnection(src: string): { get(): Promise<HeldHit>; close(): Promise<HeldHit> } {
+  const child = spawn("ip", ["netns", "exec", H, "node", "-e", HOLD, `http://${VIP}:80/`, src], { stdio: ["pipe", "pipe", "inherit"] });
+  procs.push(child);
+  const waiting: ((h: HeldHit) => void)[] = [];
+  let buf = "";
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => {
+    buf += d;
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) { const line = buf.slice(0, i); buf = buf.slice(i + 1); waiting.shift()?.(JSON.parse(line) as HeldHit); }
+  });
+  const ask = (cmd: string) => new Promise<HeldHit>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`held connection: no answer to ${cmd}`)), 10_000);
+    waiting.push((h) => { clearTimeout(t); resolve(h); });
+    child.stdin!.write(cmd + "\n");
+  });
+  return { get: () => ask("get"), close: () => ask("close") };
+}
+/** Polls `probe` until `ok` (every 300 ms, at most `ms`); returns the last value. */
+async function until<T>(probe: () => Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (ok(v) || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
 
 function startServer(name: string, host: string): Promise<void> {
   const child = spawn("ip", ["netns", "exec", R, "node", "-e", SERVER, name, host], { stdio: ["ignore", "pipe", "inherit"] });
@@ -331,6 +386,51 @@ test("LVS-NAT traffic through the real kernel: persistence /24 (seed), rr, per-c
   timings.trafficMs = Math.round(performance.now() - t0);
 });
 
+/** The seed's pools with an operator override on one real of the HTTP service (as the controller builds them). */
+function withOverride(real: string, state: "draining" | "drained"): PoolSpec[] {
+  const id = `${real}:80`;
+  return [pool(HTTPS, [RS1, RS2]), applyOverrides(pool(HTTP, [RS1, RS2]), { [id]: { real: id, state, weight: state === "draining" ? 0 : null, why: "test drain", commandId: "t1" } }, HTTP, () => true)];
+}
+
+test("operator drain: the real at weight 0 keeps serving its established connection, new ones (persistent clients too) go to the other; IPVS counts it; deleted once drained", { skip }, async () => {
+  const t0 = performance.now();
+  assert.ok((await driver.apply(allUp())).ok);
+  await driver.ensureSysctls({ routeLocalnet: false });
+  const held = holdConnection(CLIENTS[0]);
+  const first = await held.get();
+  assert.match(first.who, /^rs[12]$/, JSON.stringify(first));
+  const [X, Y, yName] = first.who === "rs1" ? [RS1, RS2, "rs2"] : [RS2, RS1, "rs1"];
+  // The drain: weight 0, nothing else (the real stays in the table).
+  const r = await driver.apply(withOverride(X, "draining"));
+  assert.equal(r.error, null);
+  assert.deepEqual(r.ops, [`ipvsadm -e -t ${VIP}:80 -r ${X}:80 -m -w 0 -x 0 -y 0`]);
+  assert.match(await save(), new RegExp(`-a -t ${VIP}:80 -r ${X.replaceAll(".", "\\.")}:80 -m -w 0\n`));
+  // The established connection goes on: same socket, same real.
+  const again = await held.get();
+  assert.deepEqual(again, { who: first.who, port: first.port, reused: true });
+  // New connections from the same /24 (their persistence template pointed at X): all to Y.
+  const fresh = await hits(80, 6, CLIENTS);
+  assert.deepEqual(who(fresh), [yName], JSON.stringify(fresh));
+  assert.equal((await held.get()).who, first.who, "still served after the new connections");
+  // IPVS counts it (conntrack would not: IPVS untracks its flows); closed connections do not count.
+  const stats = await guest(["ipvsadm", "-Ln", "--thresholds"]);
+  if (process.env.LVSFLOW_PRINT_IPVS) console.log(stats); // the fixture of test/ipvs-plan.test.ts
+  const counts = await driver.countConnections(withOverride(X, "draining"));
+  assert.deepEqual([...counts], [[`${HTTP.id}|${X}:80`, 1]], stats);
+  // Decisions re-sent while it drains change nothing.
+  assert.deepEqual((await driver.apply(withOverride(X, "draining"))).ops, []);
+  // The client closes: nothing left to drain.
+  assert.equal((await held.close()).who, "closed");
+  const left = await until(() => driver.countConnections(withOverride(X, "draining")), (c) => c.size === 0);
+  assert.deepEqual([...left], []);
+  // Drained: the decision drops the real; it is deleted at once (already at weight 0).
+  const d = await driver.apply(withOverride(X, "drained"));
+  assert.deepEqual(d.ops, [`ipvsadm -d -t ${VIP}:80 -r ${X}:80`]);
+  assert.equal(await save(), [A80, `-a -t ${VIP}:80 -r ${Y}:80 -m -w 1`, ...S443].map((l) => l + "\n").join(""));
+  assert.ok((await driver.apply(allUp())).ok);
+  timings.drainMs = Math.round(performance.now() - t0);
+});
+
 test("sync daemon follows ownership (master on the owner, backup elsewhere), and the backup receives the connections", { skip }, async () => {
   // A second IPVS instance inside the guest: netns "peer", linked to the director by a veth pair.
   await guest(["ip", "netns", "add", "peer"]);
@@ -341,7 +441,8 @@ test("sync daemon follows ownership (master on the owner, backup elsewhere), and
   await guest(["ip", "netns", "exec", "peer", "ip", "link", "set", "sy1", "up"]);
   await guest(["ip", "netns", "exec", "peer", "ip", "link", "set", "lo", "up"]);
   // Defaults filled in by the schemas themselves, so new optional fields do not break this test.
-  const withSync = (iface: string): Model => ({ ...model, groups: [FloatingGroup.parse({ name: "web", addresses: [{ address: VIP, prefix: 32, interface: "vip0" }] })], global: { ...model.global, ipvs: IpvsSettings.parse({ syncDaemon: { interface: iface, syncId: 7 } }) } });
+  const web = [FloatingGroup.parse({ name: "web", addresses: [{ address: VIP, prefix: 32, interface: "vip0" }] })];
+  const withSync = (iface: string, syncId = 7): Model => ({ ...model, groups: web, global: { ...model.global, ipvs: IpvsSettings.parse({ syncDaemon: { interface: iface, syncId } }) } });
   const lb1 = ipvsDriverFor(withSync("sy0"), { log, host: vmHost() });
   const lb2 = ipvsDriverFor(withSync("sy1"), { log, host: vmHost("peer") });
   assert.ok((await lb2.apply(allUp())).ok, "the backup node holds the same virtual services");
@@ -365,4 +466,83 @@ test("sync daemon follows ownership (master on the owner, backup elsewhere), and
   assert.deepEqual(await lb1.onOwnership("web", "backup"), ["ipvsadm --stop-daemon master", "ipvsadm --start-daemon backup --mcast-interface sy0 --syncid 7"]);
   assert.deepEqual(await lb2.onOwnership("web", "owner"), ["ipvsadm --stop-daemon backup", "ipvsadm --start-daemon master --mcast-interface sy1 --syncid 7"]);
   assert.deepEqual((await lb2.syncDaemons()).map((d) => d.role), ["master"]);
+  // Live reload: a new sync id restarts the daemon in this node's current role at the next apply…
+  assert.deepEqual(lb2.reload(withSync("sy1", 8)), ["sync daemon"]);
+  assert.deepEqual(lb2.reload(withSync("sy1", 8)), [], "the same settings again: no change");
+  const re = await lb2.apply(allUp());
+  assert.ok(re.ok, re.error ?? "");
+  assert.deepEqual(re.ops, ["ipvsadm --stop-daemon master", "ipvsadm --start-daemon master --mcast-interface sy1 --syncid 8"]);
+  assert.deepEqual((await lb2.syncDaemons()).map((d) => `${d.role} ${d.interface} ${d.syncId}`), ["master sy1 8"]);
+  assert.deepEqual((await lb2.apply(allUp())).ops, [], "done once");
+  // …and a configuration without it stops it.
+  assert.deepEqual(lb2.reload({ ...model, groups: web, global: { ...model.global, ipvs: IpvsSettings.parse({}) } }), ["sync daemon"]);
+  assert.deepEqual((await lb2.apply(allUp())).ops, ["ipvsadm --stop-daemon master"]);
+  assert.deepEqual(await lb2.syncDaemons(), []);
+});
+
+test("the executor on IPVS: a draining real's connection counted from IPVS and published; a live reload applies sysctls and scheduler flags at the next reconcile", { skip }, async () => {
+  const t0 = performance.now();
+  const SITE = "kipvs";
+  const servers = await startServers();
+  const stateDir = mkdtempSync(join(tmpdir(), "lvsflow-kipvs-"));
+  let bus: Bus | null = null;
+  let ex: RunningService | null = null;
+  try {
+    const ipvsModel = (over: object, vs = model.virtualServices): Model => ({ ...model, virtualServices: vs, global: { ...model.global, driver: "ipvs", ipvs: IpvsSettings.parse(over) } });
+    bus = await new Bus({ servers: [servers.natsUrl], name: "kernel-ipvs", site: SITE, node: "lb1", service: "executor", log }).connect();
+    const applied: EventOf<"executor.applied">[] = [];
+    const counted: EventOf<"executor.connections">[] = [];
+    bus.subscribe(`lvsflow.${SITE}.report.lb1.*`, ["executor.applied", "executor.connections", "executor.drift"], (ev) => {
+      if (ev.type === "executor.applied") applied.push(ev);
+      if (ev.type === "executor.connections") counted.push(ev);
+    });
+    ex = await startExecutor({ site: SITE, node: "lb1", model: ipvsModel({}), configVersion: "v1", bus, log, redisUrl: servers.redisUrl, httpPort: 0, stateDir }, { ipvsHost: vmHost() });
+    let gen = 0;
+    const decide = async (pools: PoolSpec[]) => {
+      gen++;
+      for (const p of pools) bus!.publish(subjects.decisionPool(SITE, "lb1", p.vs), makeEvent("decision.pool", { node: "lb1", generation: gen, pool: p, changes: [], fallbackActive: false }, { source: { service: "controller", node: "lb1" }, configVersion: "v1" }));
+      // (appliedGeneration is the highest of all pools': the kernel itself says when all are in.)
+      const want = renderSave(desiredTable(pools));
+      assert.equal(await until(save, (t) => t === want), want, `the executor applied decision ${gen}`);
+    };
+    await decide(allUp());
+
+    // Drain: the executor applies weight 0 and reports the real's open connection, counted by IPVS.
+    const held = holdConnection(CLIENTS[1]);
+    const first = await held.get();
+    const X = first.who === "rs1" ? RS1 : RS2;
+    await decide(withOverride(X, "draining"));
+    const one = await until(async () => counted.at(-1), (e) => !!e && e.data.counts.length > 0);
+    assert.equal(one?.data.source, "ipvs");
+    assert.deepEqual(one?.data.counts, [{ vs: HTTP.id, real: `${X}:80`, active: 1 }]);
+    assert.deepEqual(await held.get(), { who: first.who, port: first.port, reused: true });
+    await held.close();
+    const n = counted.length;
+    const none = await until(async () => counted.slice(n).at(-1), (e) => !!e && e.data.counts.length === 0);
+    assert.deepEqual(none?.data.counts, [], "nothing left once the client closed: the drain may end");
+
+    // Live reload: sysctl and scheduler flags change; no new decision is needed.
+    const flagged = model.virtualServices.map((v) => (v.id === HTTP.id ? { ...v, schedFlags: "flag-1" } : v));
+    const before = applied.length;
+    await ex.updateModel!(ipvsModel({ expireQuiescentTemplate: false }, flagged), "v2");
+    const eqt = () => guest(["cat", "/proc/sys/net/ipv4/vs/expire_quiescent_template"]);
+    assert.equal((await until(eqt, (v) => v.trim() === "0")).trim(), "0");
+    const flagOp = `ipvsadm -E -t ${VIP}:80 -s wlc -p 120 -M 255.255.255.0 -b flag-1`;
+    const rep = await until(async () => applied.slice(before).find((e) => e.data.ops.includes(flagOp)), Boolean);
+    assert.ok(rep, `an executor.applied with ${flagOp}: ${JSON.stringify(applied.slice(before).map((e) => e.data.ops))}`);
+    assert.match(await save(), new RegExp(`-A -t ${VIP.replaceAll(".", "\\.")}:80 -s wlc -p 120 -M 255\\.255\\.255\\.0 -b flag-1\\n`));
+    // And back.
+    await ex.updateModel!(ipvsModel({}), "v3");
+    assert.equal((await until(eqt, (v) => v.trim() === "1")).trim(), "1");
+    await decide(allUp());
+    // Its report comes after the read-back: the executor no longer talks to the VM when it stops.
+    const back = `ipvsadm -e -t ${VIP}:80 -r ${X}:80 -m -w 1 -x 0 -y 0`;
+    assert.ok(await until(async () => applied.find((e) => e.data.ops.includes(back)), Boolean), `reported: ${back}`);
+  } finally {
+    await ex?.stop();
+    await bus?.close();
+    await servers.stop();
+    rmSync(stateDir, { recursive: true, force: true });
+  }
+  timings.executorMs = Math.round(performance.now() - t0);
 });
