@@ -90,9 +90,13 @@ async function measure(): Promise<void> {
   const launched = b.lateCount - a.lateCount;
   const cpuMs = (b.cpu.user - a.cpu.user + b.cpu.system - a.cpu.system) / 1000;
   const h = prober.health();
+  // Why the failing reals fail (their last error), most common first: under overload the reason
+  // (timeouts, refused connections) says whether the prober or the reals gave out.
+  const errors = new Map<string, number>();
+  for (const st of prober.states()) if (st.ok === false) { const e = (st.lastOutcome?.error ?? "?").replace(/\d+\.\d+\.\d+\.\d+:\d+/g, "ADDR"); errors.set(e, (errors.get(e) ?? 0) + 1); }
   out({
     ev: "stats", mode, node, reals: reals.length, targets: h.targets, members: prober.members().length, seconds: Math.round(secs * 10) / 10,
-    groupChanges, membersMin, targetsMin, targetsMax,
+    groupChanges, membersMin, targetsMin, targetsMax, downErrors: Object.fromEntries([...errors].sort((x, y) => y[1] - x[1]).slice(0, 5)),
     checksPerSec: Math.round((b.checks - a.checks) / secs), failsPerSec: Math.round((b.fails - a.fails) / secs),
     launched, late10ms: lateDelta(0.01), late100ms: lateDelta(0.1), within10ms: lateDelta(0.01) / launched, within100ms: lateDelta(0.1) / launched, skipped: b.skipped - a.skipped,
     lateBuckets: Object.fromEntries(b.late.map((x) => [x.le, lateDelta(x.le)])),

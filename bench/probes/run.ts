@@ -7,7 +7,7 @@
 // removed on exit, also on failure.
 //
 //   node --import tsx bench/probes/run.ts [--reals 10000] [--interval 1] [--timeout 0.5]
-//        [--measure 15] [--modes connect,http] [--dead 1000] [--probers 1]
+//        [--measure 15] [--modes connect,http] [--dead 1000] [--probers 1] [--reals-nice 10]
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -26,6 +26,9 @@ const WARMUP = 8; // start-up (10,000 first slots, JIT) leaves a backlog the fir
 const DEAD = Number(arg("dead", "1000"));
 const MODES = arg("modes", "connect,http").split(",");
 const PROBERS = Number(arg("probers", "1"));
+// The reals' niceness: 10 keeps one prober's CPU when the machine is short of cores; with two
+// probers on two cores the reals then starve (their checks time out), so the runs say which.
+const REALS_NICE = Number(arg("reals-nice", "10"));
 if (!Number.isInteger(PROBERS) || PROBERS < 1 || PROBERS > 8) throw new Error("--probers must be 1 to 8");
 const PER_ADDR = 250;
 const NADDR = Math.ceil(REALS / PER_ADDR);
@@ -91,7 +94,7 @@ const realAt = (i: number) => ({ address: addrs[Math.floor(i / PER_ADDR)], port:
 const drop = (reals: { address: string; port: number }[]) =>
   inNs(NS_SRV, ["nft", "-f", "-"], `add element inet lvsb dead { ${reals.map((r) => `${r.address} . ${r.port}`).join(", ")} }\n`);
 
-interface Stats { node: string; targets: number; members: number; groupChanges: number; membersMin: number; targetsMin: number; targetsMax: number; checksPerSec: number; failsPerSec: number; launched: number; late10ms: number; late100ms: number; within10ms: number; within100ms: number; skipped: number; cpuPct: number; rssMB: number; loopDelayP99ms: number; loopDelayMaxMs: number }
+interface Stats { downErrors: Record<string, number>; node: string; targets: number; members: number; groupChanges: number; membersMin: number; targetsMin: number; targetsMax: number; checksPerSec: number; failsPerSec: number; launched: number; late10ms: number; late100ms: number; within10ms: number; within100ms: number; skipped: number; cpuPct: number; rssMB: number; loopDelayP99ms: number; loopDelayMaxMs: number }
 
 /** The probers' figures added up: on-schedule shares weighted by the checks each one launched. */
 function combine(each: Stats[]) {
@@ -107,7 +110,7 @@ function combine(each: Stats[]) {
 async function runMode(mode: string, natsUrl: string) {
   // The reals run at nice 10: on a 2-core machine they would otherwise take the prober's CPU.
   // The TCP handshake itself is answered by the kernel, so this does not slow connect checks.
-  const srv = start(NS_SRV, ["nice", "-n", "10", process.execPath, join(here, "reals.mjs"), mode, addrs.join(","), String(PORT0), String(PER_ADDR)]);
+  const srv = start(NS_SRV, ["nice", "-n", String(REALS_NICE), process.execPath, join(here, "reals.mjs"), mode, addrs.join(","), String(PORT0), String(PER_ADDR)]);
   if ((await nextLine(srv.lines, 60_000, "reals ready")) !== "ready") throw new Error("reals failed");
   // BENCH_PROF=DIR writes a V8 CPU profile of each prober there (chrome://inspect, or any .cpuprofile viewer).
   const prof = process.env.BENCH_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROF}`] : [];
@@ -174,7 +177,7 @@ const results = [];
 for (const mode of MODES) results.push(await runMode(mode, "nats://127.0.0.1:14222"));
 
 const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
-console.log(`\nbench/probes: ${REALS} reals, ${PROBERS} prober(s)${PROBERS > 1 ? " in one probe group" : ""}, interval ${INTERVAL} s, timeout ${TIMEOUT} s, ${MEASURE} s measured after ${WARMUP} s warm-up; ${new Date().toISOString()}`);
+console.log(`\nbench/probes: ${REALS} reals (at nice ${REALS_NICE}), ${PROBERS} prober(s)${PROBERS > 1 ? " in one probe group" : ""}, interval ${INTERVAL} s, timeout ${TIMEOUT} s, ${MEASURE} s measured after ${WARMUP} s warm-up; ${new Date().toISOString()}`);
 // "everything else": the machine's busy time less probers and reals (nats-server, and any other
 // work on the machine: on a shared machine that is what starves the probers).
 console.log("| mode | checks/s | target | started ≤10 ms late | ≤100 ms late | skipped | prober CPU | RSS | loop delay p99 / max | reals' CPU | everything else | machine busy (2 cores) |");
@@ -193,6 +196,7 @@ if (PROBERS > 1) {
   console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const r of results) {
     for (const e of r.each) console.log(`| ${r.mode} | ${e.node} | ${e.targets} (${(e.targets / REALS * 100).toFixed(1)} %; ${e.targetsMin}–${e.targetsMax}) | ${e.members} (${e.membersMin}) | ${e.groupChanges} | ${e.checksPerSec} | ${pct(e.within10ms)} / ${pct(e.within100ms)} | ${e.cpuPct} % | ${e.rssMB} MiB | ${e.loopDelayP99ms} / ${e.loopDelayMaxMs} ms |`);
+    for (const e of r.each) if (Object.keys(e.downErrors).length) console.log(`| ${r.mode} | ${e.node} | reals down at the end, by last error: ${Object.entries(e.downErrors).map(([k, n]) => `${n} × ${k}`).join("; ")} | | | | | | | |`);
     const assigned = r.each.reduce((a, e) => a + e.targets, 0);
     if (assigned !== REALS) console.log(`| ${r.mode} | (sum) | ${assigned} — not ${REALS}: the members disagreed on the split at the end | | | | | | | |`);
   }
