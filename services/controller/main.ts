@@ -166,14 +166,16 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     const votes: Record<string, string | null> = {};
     const eligible: Record<string, boolean> = {};
     const owns: Record<string, number | null> = {};
-    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; owns[g] = ownsOf(g, t); eligible[g] = selfEligible(s, t) && (t - s.startedAt >= s.deadMs || owns[g] !== null); }
+    for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; owns[g] = ownsOf(g, t); eligible[g] = selfEligible(s, t) && (t - s.startedAt >= s.deadMs || execHolds(g, t)); }
     lastVotes = JSON.stringify(votes);
     lastOwning = JSON.stringify(owns);
     const acks = Object.fromEntries([...viewSentAt].filter(([v]) => t - (lastHeardAt.get(v) ?? -Infinity) <= model.timers.deadMs));
     bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes, owns, acks }, { source, configVersion: ctx.configVersion }));
   };
-  // `eligible` waits out our start-up wait unless we hold the group: a candidate that cannot take
-  // it yet would only make the voters withdraw from the holder early and leave the group ownerless.
+  // `eligible` waits out our start-up wait unless our executor holds the group (a restored "owner"
+  // role alone does not count): a candidate that cannot take it yet would only make the voters
+  // withdraw from the holder early and leave the group without an owner until it can.
+  const execHolds = (g: string, t: number) => !!ownBeat && t - ownBeat.at <= model.timers.deadMs && ownBeat.data.owned.some((o) => o.group === g);
   /** `owns` in our view: held, or maybe still held by our executor (ownsForView). */
   const ownsOf = (g: string, t: number): number | null => {
     const last = latest.get(`owner:${g}`)?.ev;
