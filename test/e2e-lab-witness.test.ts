@@ -41,7 +41,8 @@ after(async () => {
   await nc?.close().catch(() => undefined);
   await lab?.down();
   const left = (await listNamespaces()).filter((n) => n.startsWith(lab.topo.prefix));
-  rmSync(dir, { recursive: true, force: true });
+  if (process.env.LVSFLOW_KEEP_TEST_DIR) console.log(`# kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
   assert.deepEqual(left, [], "every namespace removed");
 });
 
@@ -69,13 +70,15 @@ test("lb1 crashes: lb2 takes over with the witness's vote; lb1 returns: handover
   await waitFor(async () => (await holds("lb1")) && !(await holds("lb2")), 30_000, "lb1 to take the group back");
   await new Promise((r) => setTimeout(r, 500));
   const s = watch.doubleSamples(back, Date.now(), 5);
-  const released = watch.events.find((e) => e.lb === "lb2" && !e.held && e.t >= back)!.t;
+  // On a loaded machine lb2 may also lose its lease for a moment before: measure the handover
+  // itself, from lb2's last release before lb1 added the VIP.
   const added = watch.firstAdd("lb1", back)!;
+  const released = watch.events.filter((e) => e.lb === "lb2" && !e.held && e.t >= back && e.t <= added + 50).at(-1)!.t;
   console.log(`# quorum preempt handover: no owner for ${added - released} ms (lb2 let go → lb1 added); ${s.double} of ${s.samples} samples with two owners`);
   assert.equal(s.double, 0, "never two owners");
   assert.ok(added >= released, "lb1 added the VIP after lb2 let it go");
-  const yielded = seen.find((x) => x.at >= back && x.ev.type === "decision.owner" && x.ev.data.node === "lb2" && x.ev.data.role === "backup")?.ev;
-  assert.ok(yielded?.type === "decision.owner" && /yield to lb1|lost quorum/.test(yielded.data.why), `lb2 yields to lb1: ${yielded?.type === "decision.owner" ? yielded.data.why : "no decision"}`);
+  const backups = seen.filter((x) => x.at >= back && x.ev.type === "decision.owner" && x.ev.data.node === "lb2" && x.ev.data.role === "backup").map((x) => (x.ev.type === "decision.owner" ? x.ev.data.why : ""));
+  assert.ok(backups.some((why) => /yield to lb1/.test(why)), `lb2 yields to lb1: ${JSON.stringify(backups)}`);
   // The witness's vote for lb1 came from an acknowledged release, well inside its 600 ms hold.
   const views = seen.filter((x) => x.at >= back && x.ev.type === "voter.view" && x.ev.data.voter === LAB_WITNESS).map((x) => ({ at: x.at, vote: x.ev.type === "voter.view" ? x.ev.data.votes?.web ?? null : null }));
   const withdrawn = views.find((v) => v.vote === null)?.at;

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createActor, type Actor } from "xstate";
 import { ownershipMachine, type OwnershipEmitted } from "../services/controller/ownership-machine.ts";
-import { votesFor, majority, hearsOf, leaseFor, selfEligible, heardAt, ownsForView } from "../services/controller/ownership-logic.ts";
+import { votesFor, majority, hearsOf, leaseFor, selfEligible, heardAt, ownsForView, type OwnDecisions } from "../services/controller/ownership-logic.ts";
 
 const VOTERS = ["lb1", "lb2", "w"];
 const PRIO: Record<string, number> = { lb1: 150, lb2: 100 };
@@ -117,16 +117,17 @@ test("quorum: a withdrawn vote moves as soon as the old holder acknowledges the 
   assert.equal(w.a.getSnapshot().context.s.vote, "lb1", "released and acknowledged: the vote moves 40 ms after the withdrawal, not 600");
 });
 
-test("ownsForView: released only once the executor holds nothing and took in the latest decision (or it is older than the hold)", () => {
-  const st = { role: "backup" as const, term: 3, deadMs: 300, holdMs: 600 };
-  const last = { generation: 7, at: 1000 };
-  assert.equal(ownsForView({ ...st, role: "owner" }, 1010, null, last), 3);
-  assert.equal(ownsForView(st, 1010, { at: 1005, holds: 3, generation: 7 }, last), 3, "addresses still on the interface");
-  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: 6 }, last), 3, "the release has not reached the executor: an older take may still be applied");
-  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: undefined }, last), 3, "an executor that does not report generations: wait the hold");
-  assert.equal(ownsForView(st, 1700, { at: 1690, holds: null, generation: 6 }, last), null, "after the hold: as before acknowledgements");
-  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: 7 }, last), null, "released");
-  assert.equal(ownsForView(st, 1010, { at: 500, holds: 3, generation: 7 }, last), null, "a silent executor: its heartbeats (or their absence) decide");
+test("ownsForView: after an 'owner' decision, released only once the executor holds nothing and took in the release (or the hold passed)", () => {
+  const st = { role: "backup" as const, term: 6, deadMs: 300, holdMs: 600 };
+  const d = { owner: { generation: 5, term: 3 }, release: { generation: 7, at: 1000 } };
+  assert.equal(ownsForView({ ...st, role: "owner" }, 1010, null, d), 6);
+  assert.equal(ownsForView(st, 1010, { at: 1005, holds: 3, generation: 7 }, d), 3, "addresses still on the interface");
+  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: 5 }, d), 3, "the release has not reached the executor: the take may still be applied — under the term it was taken with, not the newer one learnt since");
+  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: undefined }, d), 3, "an executor that does not report generations: wait the hold");
+  assert.equal(ownsForView(st, 1700, { at: 1690, holds: null, generation: 5 }, d), null, "after the hold: as before acknowledgements");
+  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: 7 }, d), null, "released");
+  assert.equal(ownsForView(st, 1010, { at: 500, holds: 3, generation: 7 }, d), null, "a silent executor: its heartbeats (or their absence) decide");
+  assert.equal(ownsForView(st, 1010, { at: 1005, holds: null, generation: 2 }, { owner: null, release: null }), null, "never sent 'owner': nothing to release, whatever the executor has not taken in yet");
 });
 
 test("quorum: a heard holder that is faulted is waited for (it releases first), not overlapped", () => {
@@ -196,7 +197,7 @@ test("votes and lease: a vote stops counting guard ms before its voter may move 
 
 // ---- simulated cluster ----------------------------------------------------------------------
 
-interface SimNode { name: string; m: ReturnType<typeof machine>; exec: { holds: number | null; leaseUntil: number; gen: number }; lastHeard: Map<string, number>; viewSent: Map<string, number>; last: { generation: number; at: number } | null }
+interface SimNode { name: string; m: ReturnType<typeof machine>; exec: { holds: number | null; leaseUntil: number; gen: number }; lastHeard: Map<string, number>; viewSent: Map<string, number>; last: OwnDecisions }
 
 /** Runs lb1, lb2 and a witness for `ms` of simulated time with partitions from `cut(t)`; samples holders every 5 ms. */
 function simulate(ms: number, cut: (t: number) => Set<string>, seed: number, acks = true) {
@@ -208,9 +209,10 @@ function simulate(ms: number, cut: (t: number) => Set<string>, seed: number, ack
   let gens = 0;
   // The witness runs the same machine: it never has an executor heartbeat of its own, so it only votes.
   for (const n of VOTERS) {
-    const node: SimNode = { name: n, m: machine(n), exec: { holds: null, leaseUntil: 0, gen: 0 }, lastHeard: new Map(), viewSent: new Map(), last: null };
+    const node: SimNode = { name: n, m: machine(n), exec: { holds: null, leaseUntil: 0, gen: 0 }, lastHeard: new Map(), viewSent: new Map(), last: { owner: null, release: null } };
     node.m.a.on("decision", (d) => {
-      node.last = { generation: ++gens, at: now };
+      ++gens;
+      node.last = d.role === "owner" ? { owner: { generation: gens, term: d.term }, release: null } : { owner: node.last.owner, release: node.last.owner ? { generation: gens, at: now } : null };
       pending.push({ at: now + 3 + rand() * 10, node: n, d, lease: leaseFor(node.m.a.getSnapshot().context.s, now), gen: gens });
     });
     nodes[n] = node;

@@ -9,7 +9,7 @@ import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { vantageKey } from "./pool-logic.ts";
 import { ownershipMachine, viewInput } from "./ownership-machine.ts";
-import { alive, hearsOf, ownsForView, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
+import { alive, hearsOf, ownsForView, type OwnDecisions, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 import { ControllerState } from "./snapshot.ts";
 
@@ -41,8 +41,16 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     correlation.set(ev.id, ev.correlationId ?? ev.id);
     if (correlation.size > 10_000) correlation.delete(correlation.keys().next().value!);
   };
+  // Per group: our last "owner" decision and the release after it (ownsForView).
+  const ownDecisions = new Map<string, OwnDecisions>();
   const send = (key: string, subject: string, ev: Event) => {
     latest.set(key, { subject, ev });
+    if (ev.type === "decision.owner") {
+      const d = ownDecisions.get(ev.data.group) ?? { owner: null, release: null };
+      ownDecisions.set(ev.data.group, ev.data.role === "owner"
+        ? { owner: { generation: ev.data.generation, term: ev.data.term }, release: null }
+        : { ...d, release: d.owner ? { generation: ev.data.generation, at: Date.parse(ev.time) } : null });
+    }
     bus.publish(subject, ev);
   };
   // Machine snapshots in Redis (restored here, bounded wait) and the input journal for replay.
@@ -178,11 +186,12 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   const execHolds = (g: string, t: number) => !!ownBeat && t - ownBeat.at <= model.timers.deadMs && ownBeat.data.owned.some((o) => o.group === g);
   /** `owns` in our view: held, or maybe still held by our executor (ownsForView). */
   const ownsOf = (g: string, t: number): number | null => {
-    const last = latest.get(`owner:${g}`)?.ev;
-    const lastGen = last?.type === "decision.owner" ? { generation: last.data.generation, at: Date.parse(last.time) } : null;
     const h = ownBeat;
     const exec = h ? { at: h.at, holds: h.data.owned.find((o) => o.group === g)?.term ?? null, generation: h.data.ownerGenerations?.[g] } : null;
-    return ownsForView(owners.get(g)!.getSnapshot().context.s, t, exec, lastGen);
+    const d = ownDecisions.get(g) ?? { owner: null, release: null };
+    // A release the executor has taken in (and nothing held) closes the matter.
+    if (d.release && exec && exec.holds === null && exec.generation !== undefined && exec.generation >= d.release.generation) ownDecisions.delete(g);
+    return ownsForView(owners.get(g)!.getSnapshot().context.s, t, exec, d);
   };
   // A moved vote, a role change or a release reaching the kernel is news at once: it is what lets
   // the majority take over promptly.

@@ -231,18 +231,29 @@ export interface OwnExecutorView {
   generation: number | undefined;
 }
 
+/** The last "owner" decision this controller sent for a group, and the last release after it. */
+export interface OwnDecisions {
+  owner: { generation: number; term: number } | null;
+  release: { generation: number; at: number } | null;
+}
+
 /**
- * A controller's `owns` for its view: the term while it may hold the group. Released means the
- * controller is backup and its executor, alive, holds nothing and has taken in our latest decision
- * (or that decision is older than holdMs, the wait voters fell back on before acknowledgements).
- * A silent executor says nothing either way: as before, its heartbeats decide (null).
+ * A controller's `owns` for its view: the term while it may hold the group. Besides "I own it",
+ * its executor may still hold the addresses: it says so (heartbeat), or it has not yet taken in
+ * the release that followed our last "owner" decision (an older take may still be applied). That
+ * wait ends after holdMs at the latest, the hold voters fell back on before acknowledgements. A
+ * node that never sent "owner" holds nothing, and a silent executor says nothing (null): as
+ * before, its heartbeats decide. The term given is the one it may hold, never a newer one it only
+ * learnt of (a backup adopts the holder's term: claiming it would look like a rival holder).
  */
-export function ownsForView(s: Pick<OwnershipState, "role" | "term" | "deadMs" | "holdMs">, now: number, exec: OwnExecutorView | null, last: { generation: number; at: number } | null): number | null {
+export function ownsForView(s: Pick<OwnershipState, "role" | "term" | "deadMs" | "holdMs">, now: number, exec: OwnExecutorView | null, d: OwnDecisions): number | null {
   if (s.role === "owner") return s.term;
   if (!exec || now - exec.at > s.deadMs) return null;
   if (exec.holds !== null) return exec.holds;
-  const pending = last !== null && (exec.generation === undefined || exec.generation < last.generation) && now - last.at < s.holdMs;
-  return pending ? s.term : null;
+  const { owner, release } = d;
+  if (!owner || !release || release.generation < owner.generation) return null;
+  const pending = (exec.generation === undefined || exec.generation < release.generation) && now - release.at < s.holdMs;
+  return pending ? owner.term : null;
 }
 
 /** Decide this node's role now. Returns null when nothing changes. */
