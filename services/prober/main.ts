@@ -213,13 +213,23 @@ export async function startProber(ctx: ServiceContext, opts: ProberOptions = {})
       reassign(ev.data.leaving ? `${ev.data.prober} left` : `${ev.data.prober} joined`);
     }
   }) : null;
+  let lastTick = Date.now(), skipped = 0;
   const tickMembership = () => {
     publishHeartbeat();
-    if (membership && membership.expire(Date.now(), members)) {
+    const now = Date.now(), late = now - lastTick - hbPeriod;
+    lastTick = now;
+    // A silence we did not listen to is no evidence: after a stall of our own (this tick came a
+    // period late) judge nobody this round, and otherwise judge only after the heartbeats that
+    // arrived meanwhile were absorbed (setImmediate runs after pending I/O). Without this a starved
+    // prober dropped its peers and took every real, which starved it further (seen in bench/probes).
+    if (late > hbPeriod && skipped++ < 3) return; // bounded: a prober starved for good still takes over
+    skipped = 0;
+    setImmediate(() => {
+      if (!membership || !membership.expire(Date.now(), members)) return;
       const gone = members.filter((m) => !membership.alive(Date.now()).includes(m));
       members = membership.alive(Date.now());
       reassign(gone.length ? `${gone.join(", ")} stopped sending heartbeats` : "membership changed");
-    }
+    });
   };
 
   warnUnsupported(model);
