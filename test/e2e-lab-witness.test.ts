@@ -81,8 +81,12 @@ test("lb1 crashes: lb2 takes over with the witness's vote; lb1 returns: handover
   assert.ok(backups.some((why) => /yield to lb1/.test(why)), `lb2 yields to lb1: ${JSON.stringify(backups)}`);
   // The witness's vote for lb1 came from an acknowledged release, well inside its 600 ms hold.
   const views = seen.filter((x) => x.at >= back && x.ev.type === "voter.view" && x.ev.data.voter === LAB_WITNESS).map((x) => ({ at: x.at, vote: x.ev.type === "voter.view" ? x.ev.data.votes?.web ?? null : null }));
-  const withdrawn = views.find((v) => v.vote === null)?.at;
-  const revoted = views.find((v) => withdrawn !== undefined && v.at > withdrawn && v.vote === "lb1")?.at;
+  // The withdrawal that led to the vote for lb1: the start of the last run of "no vote" before it.
+  const first = views.findIndex((v) => v.vote === "lb1");
+  let k = first - 1;
+  while (k > 0 && views[k - 1]!.vote === null) k--;
+  const withdrawn = first > 0 && views[k]?.vote === null ? views[k]!.at : undefined;
+  const revoted = first >= 0 ? views[first]!.at : undefined;
   console.log(`# the witness re-voted ${revoted !== undefined && withdrawn !== undefined ? revoted - withdrawn : "?"} ms after withdrawing its vote from lb2 (timed hold: 600 ms)`);
   assert.ok(withdrawn !== undefined && revoted !== undefined, "the witness withdrew its vote from lb2, then voted lb1");
   await waitFor(async () => (await nsHttpGet(lab.ns("cli"), VIP80, 1000)).body === "aaaa", 10_000, "the VIP through lb1");
