@@ -8,8 +8,9 @@ import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { vantageKey } from "./pool-logic.ts";
-import { ownershipMachine, viewInput } from "./ownership-machine.ts";
-import { alive, hearsOf, ownsForView, type OwnDecisions, leaseFor, selfEligible, quorumMode, heardAt } from "./ownership-logic.ts";
+import { ownershipMachine } from "./ownership-machine.ts";
+import { alive, ownsForView, type OwnDecisions, leaseFor, selfEligible, quorumMode } from "./ownership-logic.ts";
+import { Hearing } from "./hearing.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 import { ControllerState } from "./snapshot.ts";
 
@@ -143,16 +144,15 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   // Peer liveness, for the audit history: one event per change, not per heartbeat.
   const lastSeen = new Map<string, number>();
   const peerAlive = new Map<string, boolean>();
-  const lastHeardAt = new Map<string, number>(); // any message from a voter: heartbeat or view
+  const hearing = new Hearing(node); // any message from a voter: heartbeat or view
   let ownBeat: { at: number; data: EventOf<"node.heartbeat">["data"] } | null = null;
   const onHeartbeat = (ev: EventOf<"node.heartbeat">) => {
     cmds?.heartbeat(ev);
     const t = now();
     const h = ev.data;
     if (h.node === node) ownBeat = { at: t, data: h };
-    const at = heardAt(t, Date.parse(ev.time));
     lastSeen.set(h.node, t);
-    lastHeardAt.set(h.node, Math.max(lastHeardAt.get(h.node) ?? -Infinity, at));
+    const at = hearing.heard(h.node, t, ev.time);
     if (peerAlive.get(h.node) !== true) publishPeer(h.node, true, 0, ev.id);
     // A peer found dead now is the cause of whatever this heartbeat leads the machine to decide.
     const cause = checkPeers(t) ?? ev.id;
@@ -168,7 +168,6 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   let viewSeq = 0;
   let lastVotes = "";
   let lastOwning = "";
-  const viewSentAt = new Map<string, number>(); // voter → send time of its latest view we took in (our acks)
   const publishView = () => {
     const t = now();
     const votes: Record<string, string | null> = {};
@@ -177,8 +176,8 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     for (const [g, a] of owners) { const s = a.getSnapshot().context.s; votes[g] = s.vote ?? null; owns[g] = ownsOf(g, t); eligible[g] = selfEligible(s, t) && (t - s.startedAt >= s.deadMs || execHolds(g, t)); }
     lastVotes = JSON.stringify(votes);
     lastOwning = JSON.stringify(owns);
-    const acks = Object.fromEntries([...viewSentAt].filter(([v]) => t - (lastHeardAt.get(v) ?? -Infinity) <= model.timers.deadMs));
-    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearsOf(lastHeardAt, node, t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes, owns, acks }, { source, configVersion: ctx.configVersion }));
+    const acks = hearing.acks(t, model.timers.deadMs);
+    bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: false, seq: viewSeq++, hears: hearing.hears(t, model.timers.deadMs), canOwn: Object.values(eligible).some(Boolean), eligible, votes, owns, acks }, { source, configVersion: ctx.configVersion }));
   };
   // `eligible` waits out our start-up wait unless our executor holds the group (a restored "owner"
   // role alone does not count): a candidate that cannot take it yet would only make the voters
@@ -203,13 +202,9 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
     if (owning !== lastOwning || votes !== lastVotes) publishView();
   };
   const onView = (ev: EventOf<"voter.view">) => {
-    const v = ev.data;
-    if (v.voter === node) return;
-    const t = now();
-    const at = heardAt(t, Date.parse(ev.time));
-    lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
-    viewSentAt.set(v.voter, Date.parse(ev.time));
-    for (const a of owners.values()) a.send(viewInput(v, t, at));
+    const input = hearing.view(ev, now());
+    if (!input) return;
+    for (const a of owners.values()) a.send(input);
     viewIfChanged();
   };
   const renewLeases = (t: number) => {
@@ -328,7 +323,7 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
         journal: cs.health(),
         bus: bus.connected,
         pools: Object.fromEntries([...pools].map(([id, a]) => [id, String(a.getSnapshot().value)])),
-        quorum: Q ? { voters, hears: hearsOf(lastHeardAt, node, now(), model.timers.deadMs) } : null,
+        quorum: Q ? { voters, hears: hearing.hears(now(), model.timers.deadMs) } : null,
         groups: Object.fromEntries([...owners].map(([g, a]) => [g, { state: String(a.getSnapshot().value), term: a.getSnapshot().context.s.term, vote: a.getSnapshot().context.s.vote ?? null }])),
       };
     },

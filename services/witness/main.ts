@@ -9,8 +9,9 @@ import type { ServiceContext, RunningService } from "../../shared/service.ts";
 import { makeEvent, type EventOf } from "../../shared/schemas/events.ts";
 import { subjects } from "../../shared/subjects.ts";
 import { registry } from "../../shared/metrics.ts";
-import { ownershipMachine, viewInput } from "../controller/ownership-machine.ts";
-import { hearsOf, quorumMode, heardAt } from "../controller/ownership-logic.ts";
+import { ownershipMachine } from "../controller/ownership-machine.ts";
+import { Hearing } from "../controller/hearing.ts";
+import { quorumMode } from "../controller/ownership-logic.ts";
 
 const heardGauge = new client.Gauge({ name: "lvsflow_witness_voters_heard", help: "Voters this witness hears within the dead time", registers: [registry] });
 
@@ -30,8 +31,7 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     a.start();
     groups.set(g.name, a);
   }
-  const lastHeardAt = new Map<string, number>();
-  const viewSentAt = new Map<string, number>(); // voter → send time of its latest view taken in
+  const hearing = new Hearing(node);
   let seq = 0;
   let lastVotes = "";
   const votes = () => Object.fromEntries([...groups].map(([g, a]) => [g, a.getSnapshot().context.s.vote ?? null]));
@@ -39,9 +39,9 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
     const t = now();
     const v = votes();
     lastVotes = JSON.stringify(v);
-    const hears = hearsOf(lastHeardAt, node, t, model.timers.deadMs);
+    const hears = hearing.hears(t, model.timers.deadMs);
     heardGauge.set(Object.keys(hears).length);
-    const acks = Object.fromEntries([...viewSentAt].filter(([n]) => t - (lastHeardAt.get(n) ?? -Infinity) <= model.timers.deadMs));
+    const acks = hearing.acks(t, model.timers.deadMs);
     bus.publish(subjects.view(site, node), makeEvent("voter.view", { voter: node, witness: true, seq: seq++, hears, canOwn: false, votes: v, acks }, { source, configVersion: ctx.configVersion }));
   };
   const ifChanged = () => { if (JSON.stringify(votes()) !== lastVotes) publish(); };
@@ -49,19 +49,14 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
   bus.subscribe(subjects.heartbeatAll(site), ["node.heartbeat"], (ev: EventOf<"node.heartbeat">) => {
     const t = now();
     const h = ev.data;
-    const at = heardAt(t, Date.parse(ev.time));
-    lastHeardAt.set(h.node, Math.max(lastHeardAt.get(h.node) ?? -Infinity, at));
+    const at = hearing.heard(h.node, t, ev.time);
     for (const [g, a] of groups) a.send({ type: "HEARTBEAT", now: t, at, node: h.node, priority: h.priority, holds: h.owned.find((o) => o.group === g)?.term ?? null, faults: h.faults, eventId: ev.id });
     ifChanged();
   });
   bus.subscribe(subjects.viewAll(site), ["voter.view"], (ev: EventOf<"voter.view">) => {
-    const v = ev.data;
-    if (v.voter === node) return;
-    const t = now();
-    const at = heardAt(t, Date.parse(ev.time));
-    lastHeardAt.set(v.voter, Math.max(lastHeardAt.get(v.voter) ?? -Infinity, at));
-    viewSentAt.set(v.voter, Date.parse(ev.time));
-    for (const a of groups.values()) a.send(viewInput(v, t, at));
+    const input = hearing.view(ev, now());
+    if (!input) return;
+    for (const a of groups.values()) a.send(input);
     ifChanged();
   });
   bus.onStatus((up) => { const t = now(); for (const a of groups.values()) a.send({ type: "BUS", now: t, up }); });
@@ -74,7 +69,7 @@ export async function startWitness(ctx: ServiceContext): Promise<RunningService>
   return {
     async stop() { clearInterval(tick); clearInterval(beat); for (const a of groups.values()) a.stop(); },
     health() {
-      return { ok: bus.connected, bus: bus.connected, voters, hears: hearsOf(lastHeardAt, node, now(), model.timers.deadMs), votes: votes() };
+      return { ok: bus.connected, bus: bus.connected, voters, hears: hearing.hears(now(), model.timers.deadMs), votes: votes() };
     },
   };
 }
