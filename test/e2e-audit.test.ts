@@ -5,7 +5,7 @@
 // order; `lvsflow replay` over the whole recorded run reproduces 100 % of the decisions.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -14,13 +14,14 @@ import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { Lab, waitFor } from "../services/lab/main.ts";
-import { nsHttpGet, runArgv, listNamespaces, startLabProcess } from "../services/lab/topology.ts";
+import { nsHttpGet, runArgv, startLabProcess } from "../services/lab/topology.ts";
 import { Event, type EventOf } from "../shared/schemas/events.ts";
 import { AUDITED } from "../shared/subjects.ts";
 import { readHistory } from "../services/cli/audit.ts";
 import type { WhyResult } from "../services/cli/why.ts";
 import type { ReplayReport } from "../services/controller/replayer.ts";
 import { freePort, sleep } from "./harness.ts";
+import { tearDownLab } from "./lab-client.ts";
 
 const CLI = fileURLToPath(new URL("../bin/lvsflow.mjs", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-audit-"));
@@ -79,10 +80,7 @@ before(async () => {
 after(async () => {
   redis?.disconnect();
   await nc?.close().catch(() => undefined);
-  await lab?.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.topo.prefix));
-  rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.topo.prefix, dir);
 });
 
 test("a real failure: `lvsflow why <real>` prints probe evidence → each node's decision → the kernel change, with latencies", async () => {

@@ -5,12 +5,13 @@
 // `ip monitor address` and the timeline sampled every 10 ms: never two owners.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ClusterLab, VipWatch, waitFor, untilServing, probeLoop } from "../bench/failover/cluster-lab.ts";
-import { listNamespaces } from "../services/lab/topology.ts";
+
+import { tearDownLab } from "./lab-client.ts";
 
 // Behaviour, not speed (bench/failover measures speed): generous timers keep these tests steady
 // on a loaded, shared machine.
@@ -32,10 +33,7 @@ before(async () => {
 
 after(async () => {
   watch.stop();
-  await lab.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.o.prefix));
-  rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.o.prefix, dir);
 });
 
 test("lb1–lb2 link cut, both still reach the witness: lb1 keeps the group, lb2 does not take it", async () => {

@@ -5,12 +5,13 @@
 // LB namespace, clustered), nftables, ip addresses and TCP traffic (bench/failover/cluster-lab.ts).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { ClusterLab, VipWatch, waitFor, untilServing, probeLoop, echoClients, largestGap } from "../bench/failover/cluster-lab.ts";
-import { listNamespaces } from "../services/lab/topology.ts";
+
+import { tearDownLab } from "./lab-client.ts";
 
 // Behaviour, not speed (bench/failover measures speed): generous timers keep these tests steady
 // on a loaded, shared machine.
@@ -30,10 +31,7 @@ before(async () => {
 
 after(async () => {
   watch.stop();
-  await lab.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.o.prefix));
-  rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.o.prefix, dir);
 });
 
 test("takeover: lb1 dies (links cut, lvsflow SIGKILLed); lb2 serves the VIP and every long-lived connection survives", async () => {

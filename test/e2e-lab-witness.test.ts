@@ -5,16 +5,17 @@
 // waiting out the 600 ms hold.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Lab, waitFor, LAB_WITNESS } from "../services/lab/main.ts";
-import { nsHttpGet, runArgv, listNamespaces } from "../services/lab/topology.ts";
+import { nsHttpGet, runArgv } from "../services/lab/topology.ts";
 import { VipWatch } from "../bench/failover/cluster-lab.ts";
 import { Event } from "../shared/schemas/events.ts";
 import { freePort } from "./harness.ts";
+import { tearDownLab } from "./lab-client.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-witness-"));
 let lab: Lab;
@@ -39,11 +40,7 @@ before(async () => {
 after(async () => {
   watch?.stop();
   await nc?.close().catch(() => undefined);
-  await lab?.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.topo.prefix));
-  if (process.env.LVSFLOW_KEEP_TEST_DIR) console.log(`# kept ${dir}`);
-  else rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.topo.prefix, dir);
 });
 
 test("the witness votes: lb1 owns the group with a majority of three voters", async () => {

@@ -2,18 +2,18 @@
 // redis-server, nftables rules and TCP traffic. Steps (a)–(e) of the backbone issue.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { Lab, waitFor } from "../services/lab/main.ts";
-import { nsHttpGet, runArgv, nsExec, listNamespaces } from "../services/lab/topology.ts";
+import { nsHttpGet, runArgv, nsExec } from "../services/lab/topology.ts";
 import { Event } from "../shared/schemas/events.ts";
 import { readHistory } from "../services/cli/audit.ts";
 import { freePort, sleep } from "./harness.ts";
-import { runProbeLoop, largestGap } from "./lab-client.ts";
+import { runProbeLoop, largestGap, tearDownLab } from "./lab-client.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-"));
 let lab: Lab;
@@ -37,10 +37,7 @@ before(async () => {
 
 after(async () => {
   await nc?.close().catch(() => undefined);
-  await lab?.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.topo.prefix));
-  rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.topo.prefix, dir);
 });
 
 let pinned = "";

@@ -3,7 +3,7 @@
 // services' Prometheus metrics after the scenario, and the dashboard in a real headless Chromium.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -14,12 +14,12 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Redis } from "ioredis";
 import { chromium, type BrowserContext } from "playwright-core";
 import { Lab, waitFor, LAB_HTTP_PORTS } from "../services/lab/main.ts";
-import { nsHttpGet, runArgv, nsExec, listNamespaces } from "../services/lab/topology.ts";
+import { nsHttpGet, runArgv, nsExec } from "../services/lab/topology.ts";
 import { Event, type EventOf } from "../shared/schemas/events.ts";
 import { readHistory } from "../services/cli/audit.ts";
 import type { ClusterSnapshot } from "../services/dashboard/cluster-view.ts";
 import { freePort, sleep } from "./harness.ts";
-import { runProbeLoop, largestGap } from "./lab-client.ts";
+import { runProbeLoop, largestGap, tearDownLab } from "./lab-client.ts";
 
 const CLI = fileURLToPath(new URL("../bin/lvsflow.mjs", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-op-"));
@@ -51,11 +51,8 @@ before(async () => {
 
 after(async () => {
   await nc?.close().catch(() => undefined);
-  await lab?.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.topo.prefix));
   if (process.env.LVSFLOW_KEEP_LOGS) cpSync(join(dir, "logs"), process.env.LVSFLOW_KEEP_LOGS, { recursive: true });
-  rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.topo.prefix, dir);
 });
 
 interface CliRun { code: number; out: string; err: string }

@@ -8,7 +8,7 @@
 //   (c) an invalid edit: rejected by every service, the kernel keeps what it had.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
@@ -16,11 +16,11 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Lab, waitFor } from "../services/lab/main.ts";
-import { nsHttpGet, runArgv, nsExec, listNamespaces } from "../services/lab/topology.ts";
+import { nsHttpGet, runArgv, nsExec } from "../services/lab/topology.ts";
 import { svcChainName, epChainName } from "../services/executor/nft/render.ts";
 import { Event, type EventOf } from "../shared/schemas/events.ts";
 import { freePort, sleep } from "./harness.ts";
-import { runProbeLoop } from "./lab-client.ts";
+import { runProbeLoop, tearDownLab } from "./lab-client.ts";
 
 const CLI = fileURLToPath(new URL("../bin/lvsflow.mjs", import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "lvsflow-e2e-reload-"));
@@ -64,10 +64,7 @@ before(async () => {
 
 after(async () => {
   await nc?.close().catch(() => undefined);
-  await lab?.down();
-  const left = (await listNamespaces()).filter((n) => n.startsWith(lab.topo.prefix));
-  rmSync(dir, { recursive: true, force: true });
-  assert.deepEqual(left, [], "every namespace removed");
+  await tearDownLab(() => lab.down(), lab.topo.prefix, dir);
 });
 
 const cfPath = () => join(dir, "ldirectord.cf");

@@ -1,7 +1,9 @@
 // Runs the lab's bounded probe client inside a namespace and collects its results.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { nsExec } from "../services/lab/topology.ts";
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { nsExec, listNamespaces } from "../services/lab/topology.ts";
 
 const CLIENT = fileURLToPath(new URL("../services/lab/probe-client.ts", import.meta.url));
 export interface ProbeResult { t: number; ms: number; ok: boolean; rs?: string; err?: string }
@@ -28,3 +30,16 @@ export function largestGap(rs: ProbeResult[], intervalMs: number): number {
   for (let i = 1; i < ok.length; i++) gap = Math.max(gap, ok[i]! - ok[i - 1]! - intervalMs);
   return gap;
 }
+
+/**
+ * A lab test's after(): tears the lab down, removes its directory (kept, and named, with
+ * LVSFLOW_KEEP_TEST_DIR=1 for a look at the logs) and fails if a namespace of its prefix is left.
+ */
+export async function tearDownLab(down: () => Promise<void>, prefix: string, dir: string): Promise<void> {
+  await down();
+  const left = (await listNamespaces()).filter((n) => n.startsWith(prefix));
+  if (process.env.LVSFLOW_KEEP_TEST_DIR) console.log(`# kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+  assert.deepEqual(left, [], "every namespace removed");
+}
+
