@@ -113,13 +113,17 @@ test("§2.2 virtual_server group: one virtual service per member (addresses, ran
   assert.match(theError("virtual_server_group G {\n  192.0.2.20-10 80\n}\n").message, /range end/);
 });
 
-test("§2.2 sorry_server becomes the fallback (port defaults to the virtual's); quorum 1/hysteresis 0 is ldirectord's rule", () => {
+test("§2.2 sorry_server becomes the fallback (port defaults to the virtual's); quorum/hysteresis carried over (1/0 is ldirectord's rule)", () => {
   assert.deepEqual(one(VS(`    sorry_server 127.0.0.1 8080\n${RS()}`)).fallback, { address: "127.0.0.1", port: 8080, forwarding: "masq" });
   assert.deepEqual(one(VS(`    sorry_server 127.0.0.1\n${RS()}`)).fallback, { address: "127.0.0.1", port: 80, forwarding: "masq" });
-  assert.equal(warns(ka(VS(`    quorum 1\n    hysteresis 0\n${RS()}`)).diagnostics).filter((d) => /quorum|hysteresis/.test(d.directive ?? "")).length, 0);
-  const w = warns(ka(VS(`    quorum 3\n    hysteresis 1\n${RS()}`)).diagnostics);
-  ok(w.some((d) => d.line === 2 && d.directive === "quorum" && /no lvsflow equivalent yet/.test(d.message)));
-  ok(w.some((d) => d.line === 3 && d.directive === "hysteresis"));
+  const plain = ka(VS(`    quorum 1\n    hysteresis 0\n${RS()}`));
+  assert.equal(warns(plain.diagnostics).filter((d) => /quorum|hysteresis/.test(d.directive ?? "")).length, 0);
+  assert.equal(plain.virtualServices[0]!.quorum, undefined, "the default is left out");
+  const q = ka(VS(`    quorum 3\n    hysteresis 1\n    sorry_server 127.0.0.1 8080\n${RS()}`));
+  assert.deepEqual(warns(q.diagnostics).filter((d) => /quorum|hysteresis/.test(d.directive ?? "")), []);
+  assert.deepEqual([q.virtualServices[0]!.quorum, q.virtualServices[0]!.hysteresis], [3, 1]);
+  const w = warns(ka(VS(`    quorum 3\n${RS()}`)).diagnostics);
+  ok(w.some((d) => d.line === 2 && d.directive === "quorum" && /without a sorry_server/.test(d.message)));
 });
 
 test("§2.2 real_server: weight, thresholds, inhibit_on_failure (quiescent), port defaulting", () => {

@@ -84,6 +84,36 @@ test("pool: fallback when no real is up, removed when one returns (ldirectord §
   assert.equal(String(a.getSnapshot().value), "serving");
 });
 
+test("pool quorum (keepalived's quorum/hysteresis): the fallback replaces every real below the live weight, with hysteresis both ways", () => {
+  const R = (n: number) => ({ address: `203.0.113.${10 + n}`, port: 80, forwarding: "masq", weight: n === 3 ? 2 : 1 });
+  // Weights 1, 1, 2 (total 4); quorum 3, hysteresis 1: lost below 2, regained at 4.
+  const { a, out, health } = poolHarness(seedVs({ quorum: 3, hysteresis: 1, quiescent: true, reals: [R(1), R(2), R(3)] }));
+  for (const n of [1, 2, 3]) health(`203.0.113.${10 + n}:80`, true, 1, 0);
+  assert.deepEqual(out.at(-1)!.pool.reals.map((r) => r.weight), [1, 1, 2]);
+  assert.equal(out.at(-1)!.fallbackActive, false);
+  health("203.0.113.13:80", false, 1, 1000); // live weight 2: still ≥ 3 − 1
+  assert.equal(out.at(-1)!.fallbackActive, false, "within the hysteresis: kept");
+  health("203.0.113.12:80", false, 1, 2000); // live weight 1 < 2
+  const lost = out.at(-1)!;
+  assert.equal(lost.fallbackActive, true);
+  assert.deepEqual(lost.pool.fallback, { address: "127.0.0.1", port: 80, forwarding: "masq" });
+  assert.deepEqual(lost.pool.reals.map((r) => [r.address, r.weight]), [["203.0.113.11", 0], ["203.0.113.12", 0], ["203.0.113.13", 0]], "the real still up is replaced too (quiescent: weight 0)");
+  assert.match(lost.changes[0]!.why, /quorum lost \(live weight 1 < 2 = quorum 3 − hysteresis 1\): the fallback replaces every real/);
+  assert.equal(String(a.getSnapshot().value), "fallback");
+  health("203.0.113.12:80", true, 1, 3000); // live weight 2 < 3 + 1
+  assert.equal(out.at(-1)!.fallbackActive, true, "not regained before quorum + hysteresis");
+  health("203.0.113.13:80", true, 1, 4000); // live weight 4
+  assert.equal(out.at(-1)!.fallbackActive, false);
+  assert.deepEqual(out.at(-1)!.pool.reals.map((r) => r.weight), [1, 1, 2]);
+  assert.match(out.at(-1)!.changes[0]!.why, /quorum regained \(live weight 4 ≥ 4 = quorum 3 \+ hysteresis 1\)/);
+});
+
+test("pool quorum left out (1/0): ldirectord's rule, a weight-0 real that is up keeps the fallback away", () => {
+  const { out, health } = poolHarness(seedVs({ reals: [{ address: "203.0.113.11", port: 80, forwarding: "masq", weight: 0 }] }));
+  health("203.0.113.11:80", true, 1, 0);
+  assert.equal(out.at(-1)!.fallbackActive, false);
+});
+
 test("pool: rise threshold brings a real back only after N successes", () => {
   const vs = seedVs({ check: { type: "connect", service: "http", request: "/", receive: "", port: null, interval: 1, timeout: 1, failureCount: 1, riseCount: 3 } });
   const { out, health } = poolHarness(vs);

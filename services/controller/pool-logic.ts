@@ -142,8 +142,28 @@ export function step(state: PoolState, vs: VirtualService, policy: VantagePolicy
       reals[id] = { ...rec, state: agg, why };
     }
   }
-  const anyUp = Object.values(reals).some((r) => r.state === "up");
-  return { state: { reals, fallbackActive: !anyUp && vs.fallback !== null }, transitions };
+  const q = poolQuorum(vs, reals, state.fallbackActive);
+  const fallbackActive = vs.fallback !== null && !q.has;
+  // A quorum that changed is part of the why of the transitions that changed it.
+  if (fallbackActive !== state.fallbackActive && q.rule && transitions.length) {
+    const note = fallbackActive ? `; quorum lost (${q.rule}): the fallback replaces every real` : `; quorum regained (${q.rule})`;
+    for (const t of transitions) { t.why += note; reals[t.real] = { ...reals[t.real]!, why: t.why }; }
+  }
+  return { state: { reals, fallbackActive }, transitions };
+}
+
+/**
+ * Does the pool serve from its reals? ldirectord's rule unless the virtual service sets keepalived's
+ * quorum/hysteresis: any real up. With them: the up reals' total configured weight, kept while
+ * ≥ quorum − hysteresis, regained at ≥ quorum + hysteresis (`lost`: the fallback serves now).
+ */
+export function poolQuorum(vs: VirtualService, reals: Record<string, RealRecord>, lost: boolean): { has: boolean; rule: string | null } {
+  const q = vs.quorum ?? 1, h = vs.hysteresis ?? 0;
+  if (q === 1 && h === 0) return { has: Object.values(reals).some((r) => r.state === "up"), rule: null };
+  const live = vs.reals.filter((r) => reals[realId(r)]?.state === "up").reduce((n, r) => n + r.weight, 0);
+  const need = lost ? q + h : Math.max(0, q - h);
+  const has = live >= need;
+  return { has, rule: `live weight ${live} ${has ? "≥" : "<"} ${need} = quorum ${q} ${lost ? "+" : "−"} hysteresis ${h}` };
 }
 
 /** All reals have a verdict: the controller may publish without guessing. */
@@ -154,8 +174,11 @@ export function allKnown(state: PoolState): boolean {
 /** The desired kernel state for this virtual service. */
 export function desiredPool(vs: VirtualService, state: PoolState): PoolSpec {
   const reals: PoolSpec["reals"] = [];
+  // Quorum lost with reals still up (keepalived's quorum): they are treated as down meanwhile.
+  const lost = state.fallbackActive && vs.fallback !== null;
   for (const r of vs.reals) {
-    const st = state.reals[realId(r)]?.state ?? "unknown";
+    const known = state.reals[realId(r)]?.state ?? "unknown";
+    const st = lost && known === "up" ? "down" : known;
     if (st === "up") reals.push({ address: r.address, port: r.port, forwarding: r.forwarding, weight: r.weight, lowerThreshold: r.lowerThreshold, upperThreshold: r.upperThreshold });
     else if (st === "down" && vs.quiescent) reals.push({ address: r.address, port: r.port, forwarding: r.forwarding, weight: 0, lowerThreshold: r.lowerThreshold, upperThreshold: r.upperThreshold });
   }

@@ -146,6 +146,8 @@ interface VsSpec {
   inhibit: boolean;
   family: { value: "ipv4" | "ipv6"; at: Word } | null;
   sorry: { address: string; port: number | null; forwarding: Fwd | null; at: Word } | null;
+  quorum: number | null;
+  hysteresis: number | null;
   reals: RsSpec[];
   /** The virtual server's own timing, for a virtual service without checkers. */
   timing: Timing;
@@ -153,7 +155,7 @@ interface VsSpec {
 
 function readVsBody(x: KCtx, s: KStmt): VsSpec | null {
   const t: Timing = {};
-  const spec: VsSpec = { scheduler: KA_DEFAULTS.scheduler, flags: [], forwarding: "masq", persistence: null, protocol: null, ops: null, virtualhost: null, inhibit: false, family: null, sorry: null, reals: [], timing: t };
+  const spec: VsSpec = { scheduler: KA_DEFAULTS.scheduler, flags: [], forwarding: "masq", persistence: null, protocol: null, ops: null, virtualhost: null, inhibit: false, family: null, sorry: null, quorum: null, hysteresis: null, reals: [], timing: t };
   let sched: Word | null = null;
   let quorum: { n: number; at: Word } | null = null;
   let hysteresis: { n: number; at: Word } | null = null;
@@ -225,10 +227,11 @@ function readVsBody(x: KCtx, s: KStmt): VsSpec | null {
     spec.persistence ??= { timeout: KA_DEFAULTS.persistenceTimeout, netmask: null };
     spec.persistence.netmask = granularity.value;
   }
-  // keepalived's default quorum 1 / hysteresis 0 is ldirectord's rule: the sorry server serves
-  // when no real server is up. Anything else has no equivalent yet.
-  if (quorum && quorum.n !== 1) x.warn(quorum.at, "quorum", `quorum ${quorum.n}: no lvsflow equivalent yet, ignored: the sorry server (fallback) takes over only when no real server is up`);
-  if (hysteresis && hysteresis.n !== 0) x.warn(hysteresis.at, "hysteresis", "no lvsflow equivalent yet, ignored (see quorum)");
+  // keepalived's default quorum 1 / hysteresis 0 is ldirectord's rule (the sorry server serves
+  // when no real server is up): only other values are carried over.
+  if (quorum && quorum.n !== 1) spec.quorum = quorum.n;
+  if (hysteresis && hysteresis.n !== 0) spec.hysteresis = hysteresis.n;
+  if ((spec.quorum !== null || spec.hysteresis !== null) && !spec.sorry) x.warn((quorum ?? hysteresis)!.at, quorum ? "quorum" : "hysteresis", "without a sorry_server, losing the quorum changes nothing in lvsflow (keepalived would only run quorum_down)");
   if (spec.sorry) spec.sorry.forwarding = sorryFwd ?? spec.forwarding;
   for (const r of realStmts) {
     const rs = readReal(x, r, t, spec);
@@ -447,6 +450,7 @@ function build(x: KCtx, s: KStmt, m: Member, spec: VsSpec, file: string): Virtua
       ...base.check,
     },
     fallback: spec.sorry ? { address: spec.sorry.address, port: spec.sorry.port ?? port, forwarding: spec.sorry.forwarding ?? spec.forwarding } : null,
+    ...(spec.quorum !== null ? { quorum: spec.quorum } : {}), ...(spec.hysteresis !== null ? { hysteresis: spec.hysteresis } : {}),
     reals,
     source: { file, line: s.key.line },
   };

@@ -108,6 +108,11 @@ export const VirtualService = z.object({
   onePacket: z.boolean().default(false),
   check: Check,
   fallback: Fallback.nullable(),
+  /** keepalived's pool quorum: the fallback replaces every real while the up reals' total weight is
+   *  below it (lost below quorum − hysteresis, regained at quorum + hysteresis). Left out (1/0):
+   *  ldirectord's rule, the fallback serves only when no real is up. */
+  quorum: z.number().int().min(1).optional(),
+  hysteresis: z.number().int().min(0).optional(),
   reals: z.array(Real),
   /** Where this virtual service was defined, for messages. */
   source: z.object({ file: z.string(), line: z.number().int() }).nullable().default(null),
