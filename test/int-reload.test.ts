@@ -100,6 +100,10 @@ test("reload: SIGHUP, autoreload and push take one path; state kept; invalid rej
   assert.equal(h0[0]!.version, v1);
   assert.equal(h0[0]!.trigger, "startup");
 
+  // The prober's streak must be past 1 before the reload, or "not reset by the reload" below
+  // could not be told from a fresh start.
+  await until(() => seen.some((s) => s.ev.type === "health.summary" && s.ev.data.results.some((r) => r.vs === VS && r.real === `127.0.0.1:${p1}` && r.streak >= 2)), 10_000, "a streak of 2 before the reload");
+
   // 1. SIGHUP: a changed weight and a new virtual service. Both services apply it; the unchanged
   //    reals keep their state (no re-explanation of "unknown → up"), the new one is decided.
   let t0 = Date.now();
