@@ -9,7 +9,7 @@ import { registry } from "../../shared/metrics.ts";
 import { poolMachine } from "./pool-machine.ts";
 import { vantageKey } from "./pool-logic.ts";
 import { ownershipMachine } from "./ownership-machine.ts";
-import { alive, ownsForView, type OwnDecisions, leaseFor, selfEligible, quorumMode } from "./ownership-logic.ts";
+import { alive, ownsForView, type OwnDecisions, type OwnExecutorView, leaseFor, selfEligible, quorumMode } from "./ownership-logic.ts";
 import { Hearing } from "./hearing.ts";
 import { attachCommands, type Commands } from "../commands/controller-side.ts";
 import { ControllerState } from "./snapshot.ts";
@@ -182,11 +182,12 @@ export async function startController(ctx: ServiceContext): Promise<RunningServi
   // `eligible` waits out our start-up wait unless our executor holds the group (a restored "owner"
   // role alone does not count): a candidate that cannot take it yet would only make the voters
   // withdraw from the holder early and leave the group without an owner until it can.
-  const execHolds = (g: string, t: number) => !!ownBeat && t - ownBeat.at <= model.timers.deadMs && ownBeat.data.owned.some((o) => o.group === g);
+  /** Our executor's last word on group `g` (its latest heartbeat), or null before the first. */
+  const ownExec = (g: string): OwnExecutorView | null => ownBeat && { at: ownBeat.at, holds: ownBeat.data.owned.find((o) => o.group === g)?.term ?? null, generation: ownBeat.data.ownerGenerations?.[g] };
+  const execHolds = (g: string, t: number) => { const e = ownExec(g); return !!e && t - e.at <= model.timers.deadMs && e.holds !== null; };
   /** `owns` in our view: held, or maybe still held by our executor (ownsForView). */
   const ownsOf = (g: string, t: number): number | null => {
-    const h = ownBeat;
-    const exec = h ? { at: h.at, holds: h.data.owned.find((o) => o.group === g)?.term ?? null, generation: h.data.ownerGenerations?.[g] } : null;
+    const exec = ownExec(g);
     const d = ownDecisions.get(g) ?? { owner: null, release: null };
     // A release the executor has taken in (and nothing held) closes the matter.
     if (d.release && exec && exec.holds === null && exec.generation !== undefined && exec.generation >= d.release.generation) ownDecisions.delete(g);
