@@ -207,8 +207,9 @@ test("after a crash and restart the executor still refuses the older term (the t
   assert.ok((await frontAddresses()).includes(VIP), "fail static: the restarted executor kept the VIP it found");
   const { nc } = await as("controller-lb1");
   const replayed = owner({ generation: 1, role: "backup", term: 4 });
-  nc.publish(subjects.decisionOwner(SITE, "lb1", "web"), JSON.stringify(replayed));
-  await until(() => rejections().some((r) => r.causationId === replayed.id), 10_000, "the old-term refusal after restart");
+  // Re-sent until refused, as a controller re-sends its decisions: the heartbeat above may come
+  // before the restarted executor has subscribed to its decisions.
+  await until(() => { nc.publish(subjects.decisionOwner(SITE, "lb1", "web"), JSON.stringify(replayed)); return rejections().some((r) => r.causationId === replayed.id); }, 10_000, "the old-term refusal after restart");
   await sleep(1500);
   assert.ok((await frontAddresses()).includes(VIP));
 });
