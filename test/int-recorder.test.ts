@@ -180,7 +180,7 @@ test("recorder: retention by age and by size; the in-memory fallback says it is 
   for (let i = 0; i < 300; i++) { const h = health(i, true, old); nc.publish(subjects.health(SITE, "lb1", "v", "r"), JSON.stringify(h)); }
   for (let i = 0; i < 1500; i++) { const h = health(i); nc.publish(subjects.health(SITE, "lb1", "v", "r"), JSON.stringify(h)); }
   await nc.flush();
-  assert.ok(await until(async () => Number(await redis.get(keys.seen(SITE, health(0).id)) ?? 0) >= 0 && rec.svc.health().written === 1800, 30_000), "all written");
+  assert.ok(await until(async () => Number(await redis.get(keys.seen(SITE, health(0).id)) ?? 0) >= 0 && rec.svc.health().written === 1800, 30_000), `all written (${JSON.stringify(rec.svc.health())})`);
   assert.ok(await until(async () => {
     const hist = await readHistory(redis, SITE, {});
     return hist.length > 0 && hist.every((e) => Date.parse(e.time) > Date.now() - 3_600_000);

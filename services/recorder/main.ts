@@ -182,6 +182,9 @@ export async function startRecorder(ctx: ServiceContext, opts: RecorderOptions =
     }));
     redis.on("ready", () => void flushMemory());
     memTimer = setInterval(() => void flushMemory(), 500);
+    // Listening once started: the server has our subscriptions before anyone is told we run
+    // (core subscriptions miss what is published before the server knows them).
+    await bus.nc?.flush().catch(() => undefined);
     // JetStream may come later (a server restarted with -js, or not ready yet): switch to it then.
     // Events already written from memory are not written again (same ids).
     if (opts.durable !== "memory") {
